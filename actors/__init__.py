@@ -1,0 +1,1 @@
+"""tilehall actors package."""

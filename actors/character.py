@@ -1,0 +1,434 @@
+"""The CharacterActor: the one writer of a character. Applies the game rules to in-order actions,
+hands each result to the StorageActor, and answers only once the commit has landed.
+
+``state`` runs ahead of the database (it includes work still being committed); ``durable`` is the
+state of the last commit. A failed commit rolls ``state`` back to ``durable``: every later work
+already sent was built on the failed one and fails too, by its version check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pykka
+
+from actors import rules
+from actors.base import TilehallActor
+from actors.messages import (
+    AbilityContext,
+    ActionAnswered,
+    ApplyEffect,
+    AttachSession,
+    CharacterAttached,
+    DeliverEffect,
+    DetachSession,
+    EnterZone,
+    FailNow,
+    Kick,
+    LeaveZone,
+    MoveVerdict,
+    Persist,
+    Persisted,
+    PersistFailed,
+    PlaceCharacter,
+    Publish,
+    RequestMove,
+    ResolveAbility,
+    RespawnNow,
+    ReturnItem,
+    SubmitAction,
+)
+from actors.ports import FrameCodec
+from actors.profile import Inventory, Stats, dump_checked, load_checked
+from actors.timers import tell_later
+from actors.world_map import ItemSpawn, WorldMap
+from config.settings import Settings
+from storage.actions import CharacterWrite, EventRow
+from storage.characters import CharacterRecord
+
+log = logging.getLogger(__name__)
+
+# Abilities that need the zone (a target's position, or the item on the tile) before the rules.
+_ZONE_ABILITIES = frozenset({"strike", "heal", "pickup"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One unit handed to storage: an action (``seq``) or a system event (``seq`` None)."""
+
+    seq: int | None
+    action_id: str
+    action_type: str
+    payload: dict[str, Any]
+    changed: dict[str, Any]
+    state: rules.CharacterState
+    version: int
+    view: dict[str, Any] | None = None  # the public view after this work (events, cache)
+    effects: tuple[DeliverEffect, ...] = ()
+    taken_item: ItemSpawn | None = None
+
+
+class CharacterActor(TilehallActor):
+    """One character in play."""
+
+    def __init__(
+        self,
+        record: CharacterRecord,
+        world: WorldMap,
+        settings: Settings,
+        storage: pykka.ActorRef,
+        zone: pykka.ActorRef,
+        codec: FrameCodec,
+        on_stopped: Callable[[str, pykka.ActorRef], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.character_id = record.character_id
+        self.user_id = record.user_id
+        self.display_name = record.display_name
+        self.world = world
+        self.limits = rules.RuleLimits.from_settings(settings.game)
+        self.max_json_bytes = settings.game.max_json_bytes
+        self.respawn_delay_s = settings.game.respawn_delay_s
+        self.storage = storage
+        self.zone = zone
+        self.on_stopped = on_stopped
+        self.codec = codec
+        stats = load_checked(Stats, record.stats_json, self.max_json_bytes)
+        inventory = load_checked(Inventory, record.inventory_json, self.max_json_bytes)
+        self.state = rules.CharacterState(
+            character_id=record.character_id,
+            x=record.x,
+            y=record.y,
+            health=record.health,
+            max_health=record.max_health,
+            inventory=tuple(inventory.items),
+            stats=stats,
+        )
+        self.durable = self.state
+        self.version = record.version
+        self.durable_version = record.version
+        self.last_seq = record.last_action_seq
+        self.session: pykka.ActorRef | None = None
+        self.session_id: str | None = None
+        # The action waiting for the zone: (work id, action, target tile of a move).
+        self.waiting: tuple[int, SubmitAction, tuple[int, int] | None] | None = None
+        self.queue: deque[SubmitAction] = deque()
+        self.inflight: dict[int, _Work] = {}
+        self._ids = itertools.count(1)
+        self._json_cache: tuple[Any, str, Any, str] = (None, "", None, "")
+        self.entity_id = record.character_id
+        self.debug_status = "detached"
+
+    # ---------------------------------------------------------------- sessions
+
+    def on_AttachSession(self, msg: AttachSession) -> None:
+        """A session plays this character now; it gets the profile and the zone's snapshot."""
+        first = self.session is None
+        self.session, self.session_id = msg.session, msg.session_id
+        self.debug_status = "in play"
+        msg.session.tell(CharacterAttached(self._profile(), self.last_seq))
+        self.zone.tell(EnterZone(self._view(self.state), self.actor_ref, msg.session))
+        if first:
+            s = self.state
+            self._persist_system(
+                {"kind": "login", "x": s.x, "y": s.y, "health": s.health, "max_health": s.max_health}
+            )
+
+    def on_DetachSession(self, msg: DetachSession) -> None:
+        """The session ended: a logout event, leave the zone, stop once every commit landed."""
+        if msg.session_id != self.session_id:
+            return  # an older session, already replaced
+        self.session = self.session_id = None
+        self.debug_status = "leaving"
+        self.zone.tell(LeaveZone(self.character_id))
+        self._persist_system({"kind": "logout", "reason": msg.reason})
+
+    # ---------------------------------------------------------------- actions
+
+    def on_SubmitAction(self, msg: SubmitAction) -> None:
+        """The next action in sequence; queued while an earlier one waits for the zone."""
+        if self.waiting is not None:
+            self.queue.append(msg)
+        else:
+            self._start(msg)
+
+    def _start(self, msg: SubmitAction) -> None:
+        self.last_seq = max(self.last_seq, msg.seq)
+        now = time.monotonic()
+        p = msg.payload
+        if msg.action_type == "move":
+            plan = rules.check_move(self.state, p["dx"], p["dy"], self.world, now, self.limits)
+            if isinstance(plan, rules.Rejected):
+                return self._reject(msg.seq, plan.code, plan.message)
+            work_id = next(self._ids)
+            self.waiting = (work_id, msg, plan.target)
+            self.zone.tell(RequestMove(self.character_id, plan.target, work_id, self.actor_ref))
+        elif msg.action_type == "chat":
+            text = rules.check_chat(self.state, p["text"], now, self.limits)
+            if isinstance(text, rules.Rejected):
+                return self._reject(msg.seq, text.code, text.message)
+            self.state = rules.apply_chat(self.state, now)
+            self._persist(msg.seq, "chat", {"text": text}, {})
+        else:
+            name, target_id = p["name"], p.get("target_id")
+            if name in _ZONE_ABILITIES and not (name == "heal" and target_id in (None, self.character_id)):
+                work_id = next(self._ids)
+                self.waiting = (work_id, msg, None)
+                self.zone.tell(
+                    ResolveAbility(self.character_id, name, target_id, self.state.position, work_id, self.actor_ref)
+                )
+            else:
+                self._finish_ability(msg, None, None)
+
+    def on_MoveVerdict(self, msg: MoveVerdict) -> None:
+        """The zone granted (and reserved) the target tile, or someone stands there."""
+        _, action, target = self._take_waiting(msg.work_id)
+        s = self.state
+        # The rules checked this step before the zone was asked; only a defeat (another
+        # character's strike) or a rollback (a failed commit) can have changed things since.
+        if not msg.granted or s.defeated or max(abs(target[0] - s.x), abs(target[1] - s.y)) != 1:
+            if not msg.granted:
+                self._reject(action.seq, rules.OCCUPIED, "someone is standing there")
+            elif s.defeated:
+                self._reject(action.seq, rules.DEFEATED, "you were defeated")
+            else:
+                self._reject(action.seq, rules.BLOCKED, "your position changed; step again")
+            self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
+        else:
+            self.state, changed = rules.apply_move(self.state, target, time.monotonic())
+            s = self.state
+            payload = {"x": s.x, "y": s.y, "dx": action.payload["dx"], "dy": action.payload["dy"],
+                       "health": s.health, "max_health": s.max_health}
+            self._persist(action.seq, "move", payload, changed)
+        self._drain()
+
+    def on_AbilityContext(self, msg: AbilityContext) -> None:
+        """The zone's view of the target and the item taken from the tile."""
+        _, action, _ = self._take_waiting(msg.work_id)
+        self._finish_ability(action, msg.target, msg.item)
+        self._drain()
+
+    def _finish_ability(self, action: SubmitAction, target: dict | None, item: ItemSpawn | None) -> None:
+        p = action.payload
+        name = p["name"]
+        target_state = None
+        if target is not None and target["character_id"] != self.character_id:
+            target_state = rules.CharacterState(
+                character_id=target["character_id"], x=target["x"], y=target["y"],
+                health=target["health"], max_health=target["max_health"],
+            )
+        now = time.monotonic()
+        plan = rules.check_ability(
+            self.state, name, now, self.limits, target=target_state, item_here=item, item_id=p.get("item_id")
+        )
+        took = isinstance(plan, rules.AbilityPlan) and any(isinstance(e, rules.TakeItem) for e in plan.effects)
+        if item is not None and not took:
+            self.zone.tell(ReturnItem(item))
+        if isinstance(plan, rules.Rejected):
+            return self._reject(action.seq, plan.code, plan.message)
+        self.state, changed = rules.apply_ability(self.state, plan, now, self.limits)
+        effects = []
+        payload: dict[str, Any] = {"name": name}
+        for e in plan.effects:
+            if isinstance(e, rules.Damage | rules.Heal):
+                payload["amount"] = e.amount
+                if e.target_id != self.character_id:
+                    kind = "damage" if isinstance(e, rules.Damage) else "heal"
+                    effects.append(
+                        DeliverEffect(e.target_id, ApplyEffect(kind, e.amount, self.character_id, self.display_name))
+                    )
+            elif isinstance(e, rules.TakeItem | rules.ConsumeItem):
+                payload["item_id"], payload["kind"] = e.item_id, e.kind
+        if plan.target_id is not None:
+            payload["target_id"] = plan.target_id
+        if "health" in changed:  # the actor's own new health (effects on others come as their events)
+            payload["health"] = changed["health"]
+        self._persist(action.seq, "ability", payload, changed, effects=tuple(effects), taken=item if took else None)
+
+    def _take_waiting(self, work_id: int) -> tuple[int, SubmitAction, tuple[int, int] | None]:
+        waiting, self.waiting = self.waiting, None
+        if waiting is None or waiting[0] != work_id:
+            raise RuntimeError(f"zone reply for work {work_id} does not match {waiting}")
+        return waiting
+
+    def _drain(self) -> None:
+        while self.waiting is None and self.queue:
+            self._start(self.queue.popleft())
+
+    # ---------------------------------------------------------------- effects from others
+
+    def on_ApplyEffect(self, msg: ApplyEffect) -> None:
+        """Another character struck or healed this one: a system event (and maybe defeat)."""
+        if msg.kind == "damage":
+            self.state, defeated = rules.apply_damage(self.state, msg.amount)
+            self._persist_system(
+                {"kind": "damage", "amount": msg.amount, "health": self.state.health, "by": msg.source_id,
+                 "by_name": msg.source_name}
+            )
+            if defeated:
+                self._persist_system({"kind": "defeated", "by": msg.source_id, "by_name": msg.source_name})
+                tell_later(self.respawn_delay_s, self.actor_ref, RespawnNow())
+        else:
+            self.state = rules.apply_heal(self.state, msg.amount)
+            self._persist_system(
+                {"kind": "heal", "amount": msg.amount, "health": self.state.health, "by": msg.source_id,
+                 "by_name": msg.source_name}
+            )
+
+    def on_RespawnNow(self, msg: RespawnNow) -> None:
+        """Back at a spawn point with full health."""
+        if not self.state.defeated:
+            return
+        self.state = rules.respawn(self.state, self.world.spawn_for(self.character_id))
+        self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
+        self._persist_system({"kind": "respawn", "x": self.state.x, "y": self.state.y, "health": self.state.health})
+
+    def on_FailNow(self, msg: FailNow) -> None:
+        """Crash on purpose (tests of failure handling)."""
+        raise RuntimeError(f"character {self.character_id} asked to fail")
+
+    # ---------------------------------------------------------------- commits
+
+    def _persist_system(self, payload: dict[str, Any]) -> None:
+        self._persist(None, "system", payload, {})
+
+    def _persist(
+        self,
+        seq: int | None,
+        action_type: str,
+        payload: dict[str, Any],
+        changed: dict[str, Any],
+        *,
+        effects: tuple[DeliverEffect, ...] = (),
+        taken: ItemSpawn | None = None,
+    ) -> None:
+        s = self.state
+        inventory_json, stats_json = self._column_json(s)
+        self.version += 1
+        work_id = next(self._ids)
+        view = self._view(s)
+        work = _Work(seq, _new_action_id(), action_type, payload, changed, s, self.version, view, effects, taken)
+        self.inflight[work_id] = work
+        event = EventRow(work.action_id, self.user_id, self.character_id, seq, action_type,
+                         json.dumps(payload, separators=(",", ":")))
+        write = CharacterWrite(
+            self.character_id, s.x, s.y, s.health, s.max_health, inventory_json, stats_json,
+            self.last_seq, self.version - 1, self.version,
+        )
+        self.storage.tell(Persist(work_id, (event,), write, self.actor_ref, view))
+
+    def on_Persisted(self, msg: Persisted) -> None:
+        """The commit landed: answer the session, publish the event, deliver effects."""
+        work = self.inflight.pop(msg.work_id)
+        self.durable, self.durable_version = work.state, work.version
+        if work.seq is not None and self.session is not None:
+            frame = self.codec.ack_json(work.seq, work.action_id, msg.persisted_at, work.changed)
+            self.session.tell(ActionAnswered(work.seq, frame))
+        body = self.codec.event_body_json(
+            work.action_id, self.character_id, self.display_name, work.action_type, work.payload, msg.persisted_at
+        )
+        self.zone.tell(Publish(body, work.view))
+        for effect in work.effects:
+            self.zone.tell(effect)
+        self._stop_if_done()
+
+    def on_PersistFailed(self, msg: PersistFailed) -> None:
+        """The commit failed: reject the action and roll back to the durable state."""
+        work = self.inflight.pop(msg.work_id)
+        if work.seq is not None and self.session is not None:
+            self.session.tell(ActionAnswered(work.seq, self.codec.reject_json(work.seq, msg.code, msg.message), msg.code))
+        if work.taken_item is not None:
+            self.zone.tell(ReturnItem(work.taken_item))
+        if work.version > self.durable_version:
+            # Keep the rate windows and cooldowns: a failed commit must not reset them.
+            self.state = replace(
+                self.durable, recent_moves=self.state.recent_moves, recent_chats=self.state.recent_chats,
+                cooldowns=self.state.cooldowns,
+            )
+            self.version = self.durable_version
+            self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
+        self._stop_if_done()
+
+    def _stop_if_done(self) -> None:
+        if self.session is None and not self.inflight and self.waiting is None and not self.queue:
+            self.debug_status = "stopping"
+            self.stop()
+
+    def on_stop(self) -> None:
+        """Tell the node this character is out of play."""
+        if self.on_stopped is not None:
+            self.on_stopped(self.character_id, self.actor_ref)
+
+    def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        """A crash ends the session playing this character (close 1011); the node forgets us."""
+        log.error("character %s crashed: %s", self.character_id, exc_value, extra={"character_id": self.character_id})
+        if self.session is not None:
+            self.session.tell(Kick("internal", 1011, "the server hit an internal error", kicked=False))
+        self.zone.tell(LeaveZone(self.character_id))
+        if self.on_stopped is not None:
+            self.on_stopped(self.character_id, self.actor_ref)
+
+    # ---------------------------------------------------------------- views
+
+    def _reject(self, seq: int, code: str, message: str) -> None:
+        if self.session is not None:
+            self.session.tell(ActionAnswered(seq, self.codec.reject_json(seq, code, message), code))
+
+    def _column_json(self, s: rules.CharacterState) -> tuple[str, str]:
+        inv, inv_json, stats, stats_json = self._json_cache
+        if inv is not s.inventory:
+            inv, inv_json = s.inventory, dump_checked(Inventory(items=list(s.inventory)), self.max_json_bytes)
+        if stats is not s.stats:
+            stats, stats_json = s.stats, dump_checked(s.stats, self.max_json_bytes)
+        self._json_cache = (inv, inv_json, stats, stats_json)
+        return inv_json, stats_json
+
+    def _view(self, s: rules.CharacterState) -> dict[str, Any]:
+        return {
+            "character_id": self.character_id,
+            "display_name": self.display_name,
+            "x": s.x,
+            "y": s.y,
+            "health": s.health,
+            "max_health": s.max_health,
+        }
+
+    def _profile(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            **self._view(s),
+            "inventory": [i.model_dump() for i in s.inventory],
+            "stats": s.stats.model_dump(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Character detail for /debug/actors."""
+        s = self.state
+        return {
+            "character_id": self.character_id,
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "position": [s.x, s.y],
+            "health": s.health,
+            "last_action_seq": self.last_seq,
+            "version": self.version,
+            "durable_version": self.durable_version,
+            "in_flight": len(self.inflight),
+            "session_id": self.session_id,
+        }
+
+
+def _new_action_id() -> str:
+    """A random (version 4) UUID as text: ``str(uuid.uuid4())`` costs a syscall and a UUID
+    object per action; ids need uniqueness, not secrecy."""
+    r = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60) | (0x4000 << 64) | (0x8 << 60)
+    h = f"{r:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

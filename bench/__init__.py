@@ -1,0 +1,1 @@
+"""The tilehall load generator and benchmark (``tilehall bench``); results in docs/perf.md."""

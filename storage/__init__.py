@@ -1,0 +1,1 @@
+"""tilehall storage package."""

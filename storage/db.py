@@ -1,0 +1,60 @@
+"""PostgreSQL access: the connection pool, the durability guard and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from config.settings import Settings
+from storage import migrate
+
+log = logging.getLogger(__name__)
+
+
+class UnsafeDurability(RuntimeError):
+    """The database would acknowledge commits it could lose (fsync or synchronous_commit off)."""
+
+
+def open_pool(settings: Settings, database_url: str) -> ConnectionPool:
+    """Open the shared connection pool (synchronous_commit forced on for every connection)."""
+    pool = ConnectionPool(
+        database_url,
+        min_size=settings.storage.pool_min_size,
+        max_size=settings.storage.pool_max_size,
+        kwargs={"options": "-c synchronous_commit=on", "application_name": "tilehall"},
+        timeout=settings.storage.commit_timeout_s,
+        name="tilehall",
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def check_durability(conn: psycopg.Connection, *, allow_unsafe: bool) -> None:
+    """Refuse a server whose commits are not durable, unless the operator explicitly allows it."""
+    fsync = conn.execute("SHOW fsync").fetchone()[0]
+    sync_commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+    if fsync == "on" and sync_commit != "off":
+        return
+    problem = f"PostgreSQL has fsync={fsync}, synchronous_commit={sync_commit}: acks would not mean durable"
+    if not allow_unsafe:
+        raise UnsafeDurability(
+            problem + " (set storage.allow_unsafe_durability = true to run anyway, e.g. for benchmarks)"
+        )
+    log.warning("%s; running anyway because storage.allow_unsafe_durability is set", problem)
+
+
+def database_ready(pool: ConnectionPool) -> str | None:
+    """None when PostgreSQL answers and every migration is applied, else the reason it is not."""
+    try:
+        with pool.connection(timeout=1.0) as conn:
+            exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
+            applied = (
+                {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} if exists else set()
+            )
+    except Exception as exc:
+        return f"postgresql unreachable: {type(exc).__name__}"
+    pending = [m.version for m in migrate.available_migrations() if m.version not in applied]
+    return f"migrations pending: {', '.join(pending)}" if pending else None

@@ -1,0 +1,209 @@
+"""The ``tilehall`` command: serve, token, db, retention, bench.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad settings or usage (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from config.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("tilehall")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    argv, bench_args = _split_bench(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(argv)
+    if bench_args is not None:
+        args.bench_args = bench_args
+    try:
+        settings = _with_listen_address(load_settings(args.config), args)
+    except SettingsError as exc:
+        print(f"tilehall: {exc}", file=sys.stderr)
+        return 2
+    from transport.logs import configure_logging
+
+    configure_logging(settings)
+    try:
+        return args.func(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except _UsageError as exc:
+        print(f"tilehall: {exc}", file=sys.stderr)
+        return 2
+    except _OPERATIONAL_ERRORS as exc:
+        # What an operator can act on (database down, archive unwritable), in one line.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"tilehall {args.command}: failed: {first}", file=sys.stderr)
+        return 1
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _operational_errors() -> tuple[type[BaseException], ...]:
+    import psycopg
+    import psycopg_pool
+
+    from storage.db import UnsafeDurability
+    from storage.retention import RetentionError
+
+    return (psycopg.Error, psycopg_pool.PoolTimeout, OSError, RetentionError, UnsafeDurability)
+
+
+_OPERATIONAL_ERRORS = _operational_errors()
+
+
+def _split_bench(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``tilehall [--config F] bench ARGS...``: ARGS go to the benchmark untouched (argparse's
+    REMAINDER refuses a first argument that looks like an option, such as ``--players``)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--config" else 1
+    if i < len(argv) and argv[i] == "bench":
+        return argv[: i + 1], argv[i + 1:]
+    return argv, None
+
+
+def _with_listen_address(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``serve --host/--port`` over every other source of settings."""
+    update = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if not update:
+        return settings
+    if not 0 <= update.get("port", 0) <= 65535:
+        raise SettingsError(f"invalid settings: --port {update['port']} is not a TCP port")
+    return settings.model_copy(update={"server": settings.server.model_copy(update=update)})
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tilehall", description="tilehall multiplayer tile-world server")
+    p.add_argument("--config", help="a TOML settings file (over config/default.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="print a dev-mode JWT for USER")
+    token.add_argument("user")
+    token.add_argument("--name", help="display name (default: USER)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    token.set_defaults(func=cmd_token)
+
+    dbp = sub.add_parser("db", help="schema migrations")
+    dbp.add_argument("action", choices=["migrate", "status"])
+    dbp.set_defaults(func=cmd_db)
+
+    ret = sub.add_parser("retention", help="archive and drop action_event partitions past retention")
+    ret.add_argument("action", choices=["run"])
+    ret.add_argument("--dry-run", action="store_true", help="say what would be archived, change nothing")
+    ret.set_defaults(func=cmd_retention)
+
+    bench = sub.add_parser("bench", help="run the load benchmark (see bench/README.md)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM or Ctrl-C, then shut down gracefully."""
+    from transport.node import Node
+
+    async def run() -> None:
+        node = Node(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await node.start()
+            print(f"tilehall is running: open {node.url}", flush=True)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await node.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a dev-mode token (dev mode only)."""
+    from transport.auth import issue_dev_token
+
+    if settings.mode != "dev":
+        raise _UsageError("tokens are issued only in dev mode; production tokens come from your IdP")
+    print(issue_dev_token(settings, args.user, name=args.name, ttl_s=args.ttl))
+    return 0
+
+
+def _with_database(settings: Settings, fn: Callable[[str], int]) -> int:
+    """Run ``fn(database_url)``, starting the embedded PostgreSQL when none is configured."""
+    from pathlib import Path
+
+    from storage.embedded import start_missing
+
+    services = start_missing(settings.database_url, None, Path(settings.var_dir), with_redis=False)
+    try:
+        return fn(services.database_url)
+    finally:
+        services.stop()
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    """``db migrate`` applies pending migrations; ``db status`` lists them."""
+    from storage import migrate
+
+    def run(url: str) -> int:
+        if args.action == "migrate":
+            done = migrate.migrate(url)
+            print("applied: " + ", ".join(done) if done else "schema is up to date")
+            return 0
+        st = migrate.status(url)
+        for v in st.applied:
+            print(f"applied  {v}")
+        for v in st.pending:
+            print(f"pending  {v}")
+        return 0 if st.up_to_date else 1
+
+    return _with_database(settings, run)
+
+
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    """Archive and drop every daily partition older than the retention period."""
+    from storage import retention
+
+    def run(url: str) -> int:
+        report = retention.run_retention(url, settings, dry_run=args.dry_run)
+        print(report.summary())
+        return 0
+
+    return _with_database(settings, run)
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Delegate to the benchmark driver in bench/ (a source checkout's, next to transport/)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if (root / "bench" / "loadgen.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from bench.loadgen import main as bench_main
+    except ImportError as exc:
+        raise _UsageError(f"the benchmark runs from a source checkout (bench/ not found: {exc})") from None
+    return bench_main(args.bench_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
