@@ -57,7 +57,12 @@ def test_listing_and_session_detail(live_server: Any) -> None:
         await alice.answer(await alice.chat("hi"))
         character_id = alice.welcome["character"]["character_id"]
         session_id = alice.welcome["session_id"]
-        listing = actors_json(live_server.url)
+        # The ack can reach us before the session has handled the messages queued behind it
+        # (its own chat event, a lease refresh): wait for its inbox to drain, then read.
+        def session_row(listing: dict[str, Any]) -> dict[str, Any]:
+            return next((r for r in listing["actors"] if r["class"] == "SessionActor"), {})
+
+        listing = poll(lambda: actors_json(live_server.url), lambda got: session_row(got).get("inbox_depth") == 0)
         assert listing["node_id"] == live_server.node.node_id
         by_class = listing["by_class"]
         assert by_class["SessionActor"] == 1 and by_class["CharacterActor"] == 1
