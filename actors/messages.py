@@ -292,6 +292,18 @@ class DeliverEffect:
 
 
 @dataclass(frozen=True, slots=True)
+class FromPeer:
+    """A message from the same zone on another node (see ``storage.zone_relay``)."""
+
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RosterTick:
+    """Time to tell the other nodes who is here, and to forget nodes that went quiet."""
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotFor:
     """Reply WorldSnapshotReady to ``session`` (a resume that needs a fresh snapshot)."""
 

@@ -1,7 +1,8 @@
 """What the actors need from the transport, as interfaces (dependencies point transport → actors).
 
 The transport passes in a :class:`FrameCodec` (protocol v1's frame builders) and, per socket, a
-:class:`Connection`; the actors never import the transport.
+:class:`Connection`; the node passes the ZoneActor a :class:`ZoneLink` to the other nodes. The
+actors never import the transport or storage.
 """
 
 from __future__ import annotations
@@ -50,3 +51,10 @@ class SessionHooks(Protocol):
 
     def snapshot_forced(self) -> None:
         """A resume could not be served from the event buffer."""
+
+
+class ZoneLink(Protocol):
+    """The zone's line to the other nodes of the cluster (``storage.zone_relay`` implements it)."""
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to the other nodes' ZoneActors; returns at once, may be lost."""

@@ -6,11 +6,21 @@ be granted the same tile. Events are delivered to the sessions whose character i
 Members are bucketed in square cells of ``view_radius`` tiles, so finding who sees an event
 looks at the 3x3 cells around it, not at every member of the zone (thousands of idle players
 would otherwise cost every event a scan of all of them).
+
+Several nodes can serve one zone (DESIGN section 8). Each node's ZoneActor holds its own
+characters as *local* members and mirrors the other nodes' characters as *remote* members, learnt
+from the zone link (``storage.zone_relay``): rosters, enter/leave, committed events and ability
+effects. Remote members stand on tiles (a local move onto one is ``occupied``), appear in
+snapshots, can be targeted, and their events reach the local sessions that see them. A remote
+tile is known once its commit landed on the other node, so two nodes can grant the same tile
+in the few milliseconds before they hear of each other's move; the next move resolves it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 import uuid
 from typing import Any
 
@@ -19,9 +29,11 @@ import pykka
 from actors.base import TilehallActor
 from actors.messages import (
     AbilityContext,
+    ApplyEffect,
     DeliverEffect,
     DeliverEvent,
     EnterZone,
+    FromPeer,
     LeaveZone,
     MoveVerdict,
     PlaceCharacter,
@@ -30,28 +42,41 @@ from actors.messages import (
     ResolveAbility,
     RespawnItem,
     ReturnItem,
+    RosterTick,
     SnapshotFor,
     WorldSnapshotReady,
 )
-from actors.ports import FrameCodec
+from actors.ports import FrameCodec, ZoneLink
 from actors.timers import tell_later
 from actors.world_map import ItemSpawn, WorldMap
 
+log = logging.getLogger(__name__)
+VIEW_FIELDS = ("character_id", "display_name", "x", "y", "health", "max_health")
+
 
 class _Member:
-    __slots__ = ("view", "character", "session", "position")
+    """A character in the zone: local (its actors are on this node) or remote (``node`` set)."""
 
-    def __init__(self, view: dict[str, Any], character: pykka.ActorRef, session: pykka.ActorRef) -> None:
+    __slots__ = ("view", "character", "session", "position", "node")
+
+    def __init__(
+        self, view: dict[str, Any], character: pykka.ActorRef | None, session: pykka.ActorRef | None,
+        node: str | None = None,
+    ) -> None:
         self.view = view
         self.character = character
         self.session = session
         self.position = (view["x"], view["y"])
+        self.node = node
 
 
 class ZoneActor(TilehallActor):
     """One map region's occupancy, items and observers."""
 
-    def __init__(self, world: WorldMap, view_radius: int, item_respawn_s: float, codec: FrameCodec) -> None:
+    def __init__(
+        self, world: WorldMap, view_radius: int, item_respawn_s: float, codec: FrameCodec,
+        link: ZoneLink | None = None, peer_timeout_s: float = 6.0,
+    ) -> None:
         super().__init__()
         self.world = world
         self.codec = codec
@@ -61,7 +86,11 @@ class ZoneActor(TilehallActor):
         self.members: dict[str, _Member] = {}
         self.cells: dict[tuple[int, int], dict[str, _Member]] = {}  # cell → members in it
         self.occupied: dict[tuple[int, int], str] = {}
-        self.items: dict[str, ItemSpawn] = {i.item_id: i for i in world.items}
+        self.world_items: dict[str, ItemSpawn] = {i.item_id: i for i in world.items}
+        self.items = dict(self.world_items)  # those on the map now
+        self.link = link
+        self.peer_timeout_s = peer_timeout_s
+        self.peers: dict[str, float] = {}  # node id → time.monotonic() it was last heard from
         self.debug_status = "0 characters"
 
     # ---------------------------------------------------------------- membership
@@ -79,14 +108,14 @@ class ZoneActor(TilehallActor):
         self.occupied.setdefault(member.position, cid)
         self.debug_status = f"{len(self.members)} characters"
         msg.session.tell(WorldSnapshotReady(self._snapshot(member.position)))
+        self._tell_peers({"t": "enter", "view": _public(msg.view)})
 
     def on_LeaveZone(self, msg: LeaveZone) -> None:
         """A character leaves; its tile is free again."""
-        member = self.members.pop(msg.character_id, None)
-        if member is not None:
-            self._vacate(msg.character_id, member.position)
-            self._uncell(msg.character_id, member.position)
-        self.debug_status = f"{len(self.members)} characters"
+        member = self.members.get(msg.character_id)
+        if member is not None and member.node is None:
+            self._drop(msg.character_id, member)
+            self._tell_peers({"t": "leave", "character_id": msg.character_id})
 
     def on_SnapshotFor(self, msg: SnapshotFor) -> None:
         """A fresh snapshot for a resuming session."""
@@ -100,7 +129,7 @@ class ZoneActor(TilehallActor):
         """Grant the step when the target tile is free, reserving it at once."""
         member = self.members.get(msg.character_id)
         holder = self.occupied.get(msg.target)
-        granted = member is not None and (holder is None or holder == msg.character_id)
+        granted = member is not None and member.node is None and (holder is None or holder == msg.character_id)
         if granted:
             self._vacate(msg.character_id, member.position)
             self._move(msg.character_id, member, msg.target)
@@ -110,7 +139,7 @@ class ZoneActor(TilehallActor):
     def on_PlaceCharacter(self, msg: PlaceCharacter) -> None:
         """Put a character where its durable state says (undo a failed move, respawn)."""
         member = self.members.get(msg.character_id)
-        if member is None:
+        if member is None or member.node is not None:
             return
         self._vacate(msg.character_id, member.position)
         self._move(msg.character_id, member, msg.position)
@@ -130,6 +159,7 @@ class ZoneActor(TilehallActor):
             )
             if item is not None:
                 del self.items[item.item_id]
+                self._tell_peers({"t": "item", "item_id": item.item_id, "on_map": False})
                 if self.item_respawn_s > 0:
                     tell_later(self.item_respawn_s, self.actor_ref, RespawnItem(item))
         msg.reply_to.tell(AbilityContext(msg.work_id, target, item))
@@ -137,16 +167,24 @@ class ZoneActor(TilehallActor):
     def on_ReturnItem(self, msg: ReturnItem) -> None:
         """A pickup failed to commit: the item is back on the map."""
         self.items[msg.item.item_id] = msg.item
+        self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
 
     def on_RespawnItem(self, msg: RespawnItem) -> None:
         """A picked-up item lies on the map again (players see it in their next snapshot)."""
         self.items[msg.item.item_id] = msg.item
+        self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
 
     def on_DeliverEffect(self, msg: DeliverEffect) -> None:
-        """Forward an ability's effect to its target's character actor (if still here)."""
+        """Forward an ability's effect to its target's character actor, here or on its node."""
         member = self.members.get(msg.target_id)
-        if member is not None:
+        if member is None:
+            return
+        if member.node is None:
             member.character.tell(msg.effect)
+        elif self.link is not None:
+            e = msg.effect
+            self.link.publish({"t": "effect", "target": msg.target_id, "effect": {
+                "kind": e.kind, "amount": e.amount, "source_id": e.source_id, "source_name": e.source_name}})
 
     # ---------------------------------------------------------------- events
 
@@ -155,54 +193,196 @@ class ZoneActor(TilehallActor):
 
         A character that moved is seen by those near its old tile too (they watch it leave),
         and its own session is told who came into or went out of its view (``in_view`` /
-        ``out_of_view`` system events: presence, not actions, so never persisted)."""
+        ``out_of_view`` system events: presence, not actions, so never persisted). The other
+        nodes get the event too."""
         cid = msg.view["character_id"]
-        x, y = msg.view["x"], msg.view["y"]
         member = self.members.get(cid)
+        if member is not None and member.node is not None:
+            member = None  # played on another node now: this is a late event of the old session
         old = None
         if member is not None:
             old = (member.view["x"], member.view["y"])
             member.view = msg.view
-        moved = old is not None and old != (x, y)
-        nearby = dict(self._near(x, y))
+        new = (msg.view["x"], msg.view["y"])
+        nearby = self._deliver(cid, msg.body_json, new, old, msg.include_self)
+        if old is not None and old != new:
+            self._tell_presence(member, old, new, nearby)
+        self._tell_peers({"t": "event", "view": _public(msg.view), "body": msg.body_json,
+                          "member": member is not None})
+
+    def _deliver(
+        self, cid: str, body_json: str, new: tuple[int, int], old: tuple[int, int] | None, include_self: bool,
+    ) -> dict[str, _Member]:
+        """Send an event of ``cid`` (now at ``new``, before at ``old``) to the local sessions
+        that see either tile; returns the members looked at."""
+        moved = old is not None and old != new
+        nearby = dict(self._near(*new))
         if moved:
             nearby.update(self._near(*old))
-        delivery = DeliverEvent(msg.body_json)
+        delivery = DeliverEvent(body_json)
         for other_id, other in nearby.items():
-            if other_id == cid and not msg.include_self:
+            if other.session is None or (other_id == cid and not include_self):
                 continue
-            ox, oy = other.position
-            if self._sees((ox, oy), (x, y)) or (moved and self._sees((ox, oy), old)):
+            if self._sees(other.position, new) or (moved and self._sees(other.position, old)):
                 _tell(other.session, delivery)
-        if moved:
-            self._tell_presence(member, old, (x, y), nearby)
+        return nearby
 
     def _tell_presence(
         self, member: _Member, old: tuple[int, int], new: tuple[int, int], nearby: dict[str, _Member]
     ) -> None:
         cid = member.view["character_id"]
-        now = dt.datetime.now(dt.UTC)
         for other_id, other in nearby.items():
             if other_id == cid:
                 continue
             seen = (other.view["x"], other.view["y"])
             before, after = self._sees(seen, old), self._sees(seen, new)
-            if before == after:
-                continue
-            v = other.view
-            payload: dict[str, Any] = {"kind": "in_view" if after else "out_of_view", "x": v["x"], "y": v["y"]}
-            if after:
-                payload.update(health=v["health"], max_health=v["max_health"])
-            body = self.codec.event_body_json(
-                str(uuid.uuid4()), other_id, v["display_name"], "system", payload, now
-            )
-            _tell(member.session, DeliverEvent(body))
+            if before != after:
+                _tell(member.session, DeliverEvent(self._presence_body(other.view, after)))
+
+    def _presence_body(self, view: dict[str, Any], visible: bool) -> str:
+        """The ``in_view`` / ``out_of_view`` system event of the character ``view``."""
+        payload: dict[str, Any] = {"kind": "in_view" if visible else "out_of_view", "x": view["x"], "y": view["y"]}
+        if visible:
+            payload.update(health=view["health"], max_health=view["max_health"])
+        return self.codec.event_body_json(
+            str(uuid.uuid4()), view["character_id"], view["display_name"], "system", payload, dt.datetime.now(dt.UTC)
+        )
+
+    # ---------------------------------------------------------------- other nodes
+
+    def on_FromPeer(self, msg: FromPeer) -> None:
+        """A message from this zone on another node; a malformed one is logged and ignored."""
+        m = msg.message
+        try:
+            node, kind = str(m["node"]), m["t"]
+            first = node not in self.peers
+            self.peers[node] = time.monotonic()
+            if kind == "roster":
+                self._apply_roster(node, [_public(v) for v in m["members"]])
+                if first:  # a node we did not know: let it learn ours at once
+                    self._tell_peers(self._roster())
+            elif kind == "bye":
+                self._forget_node(node)
+            elif kind == "enter":  # its login event follows and tells the viewers
+                self._mirror(node, _public(m["view"]), announce=False)
+            elif kind == "leave":
+                self._unmirror(str(m["character_id"]))
+            elif kind == "event":
+                self._peer_event(node, _public(m["view"]), str(m["body"]), bool(m.get("member", True)))
+            elif kind == "item":
+                self._peer_item(str(m["item_id"]), bool(m["on_map"]))
+            elif kind == "effect":
+                member = self.members.get(str(m["target"]))
+                if member is not None and member.node is None:
+                    e = m["effect"]
+                    member.character.tell(ApplyEffect(
+                        str(e["kind"]), int(e["amount"]), str(e["source_id"]), str(e["source_name"])))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("zone %s: ignored a malformed message from a peer: %r (%s)", self.entity_id, m, exc)
+        self.debug_status = f"{len(self.members)} characters"
+
+    def on_RosterTick(self, msg: RosterTick) -> None:
+        """Tell the other nodes who is here; forget the nodes that stopped telling us."""
+        self._tell_peers(self._roster(), always=True)
+        now = time.monotonic()
+        for node, heard in list(self.peers.items()):
+            if now - heard > self.peer_timeout_s:
+                log.warning("zone %s: node %s went quiet; its characters leave this node's view", self.entity_id, node)
+                self._forget_node(node)
+
+    def _tell_peers(self, message: dict[str, Any], always: bool = False) -> None:
+        # Alone, a node only announces itself (rosters); events and moves go out once a peer is heard.
+        if self.link is not None and (always or self.peers):
+            self.link.publish(message)
+
+    def _roster(self) -> dict[str, Any]:
+        members = [
+            {**_public(m.view), "x": m.position[0], "y": m.position[1]}
+            for m in self.members.values() if m.node is None
+        ]
+        return {"t": "roster", "members": members}
+
+    def _apply_roster(self, node: str, views: list[dict[str, Any]]) -> None:
+        listed = {v["character_id"] for v in views}
+        for cid, member in list(self.members.items()):
+            if member.node == node and cid not in listed:
+                self._unmirror(cid)
+        for view in views:
+            self._mirror(node, view)
+
+    def _forget_node(self, node: str) -> None:
+        self.peers.pop(node, None)
+        for cid, member in list(self.members.items()):
+            if member.node == node:
+                self._unmirror(cid)
+
+    def _mirror(self, node: str, view: dict[str, Any], announce: bool = True) -> None:
+        """Add or update a remote member; with ``announce`` the local sessions that now see a
+        newcomer are told (``in_view``). A character played on this node is never overwritten."""
+        cid = view["character_id"]
+        member = self.members.get(cid)
+        if member is not None and member.node is None:
+            return
+        new = (view["x"], view["y"])
+        if member is None:
+            member = _Member(view, None, None, node)
+            self.members[cid] = member
+            self._cell(new)[cid] = member
+            self.occupied.setdefault(new, cid)
+            if announce:
+                self._announce(member, new, visible=True)
+            return
+        old = member.position
+        member.view, member.node = view, node
+        if old != new:
+            self._vacate(cid, old)
+            self._move(cid, member, new)
+            self.occupied.setdefault(new, cid)
+
+    def _unmirror(self, cid: str) -> None:
+        """Drop a remote member; the local sessions that saw it are told (``out_of_view``)."""
+        member = self.members.get(cid)
+        if member is None or member.node is None:
+            return
+        self._drop(cid, member)
+        self._announce(member, member.position, visible=False)
+
+    def _peer_event(self, node: str, view: dict[str, Any], body: str, member_after: bool) -> None:
+        cid = view["character_id"]
+        member = self.members.get(cid)
+        if member is not None and member.node is None:
+            return  # played here now (a takeover): the old node's late events are not news
+        old = member.position if member is not None else None
+        if member_after:  # (a logout event comes after the leave: nothing to mirror)
+            self._mirror(node, view, announce=False)  # the event itself tells the viewers
+        self._deliver(cid, body, (view["x"], view["y"]), old, include_self=False)
+
+    def _peer_item(self, item_id: str, on_map: bool) -> None:
+        """Another node's player took an item, or it lies on the map again."""
+        if not on_map:
+            self.items.pop(item_id, None)
+        elif (spawn := self.world_items.get(item_id)) is not None:
+            self.items[item_id] = spawn
+
+    def _announce(self, member: _Member, at: tuple[int, int], visible: bool) -> None:
+        """Tell the local sessions that see ``at`` that remote ``member`` appeared or vanished there."""
+        body = None
+        for _, other in self._near(*at):
+            if other.session is not None and self._sees(other.position, at):
+                body = body or self._presence_body({**member.view, "x": at[0], "y": at[1]}, visible)
+                _tell(other.session, DeliverEvent(body))
 
     def _sees(self, a: tuple[int, int], b: tuple[int, int]) -> bool:
         r = self.view_radius
         return abs(a[0] - b[0]) <= r and abs(a[1] - b[1]) <= r
 
     # ---------------------------------------------------------------- helpers
+
+    def _drop(self, cid: str, member: _Member) -> None:
+        del self.members[cid]
+        self._vacate(cid, member.position)
+        self._uncell(cid, member.position)
+        self.debug_status = f"{len(self.members)} characters"
 
     def _vacate(self, cid: str, position: tuple[int, int]) -> None:
         if self.occupied.get(position) == cid:
@@ -264,12 +444,20 @@ class ZoneActor(TilehallActor):
 
     def describe(self) -> dict[str, Any]:
         """Zone summary for /debug/actors."""
+        remote = sum(1 for m in self.members.values() if m.node is not None)
         return {
             "map_id": self.world.map_id,
-            "characters": len(self.members),
+            "characters": len(self.members) - remote,
+            "remote_characters": remote,
+            "peers": sorted(self.peers),
             "items_on_map": len(self.items),
             "view_radius": self.view_radius,
         }
+
+
+def _public(view: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a character every node may show (a KeyError when one is missing)."""
+    return {k: view[k] for k in VIEW_FIELDS}
 
 
 def _tell(session: pykka.ActorRef, message: Any) -> None:

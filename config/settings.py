@@ -109,6 +109,17 @@ class RuntimeSettings(_Group):
     messages_per_turn: int = Field(32, ge=1)
 
 
+class ClusterSettings(_Group):
+    roster_interval_s: float = Field(2.0, gt=0)
+    peer_timeout_s: float = Field(6.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_spans_rosters(self) -> ClusterSettings:
+        if self.peer_timeout_s <= self.roster_interval_s:
+            raise ValueError("cluster.peer_timeout_s must be longer than cluster.roster_interval_s")
+        return self
+
+
 class LoggingSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -138,6 +149,7 @@ class Settings(BaseSettings):
     session: SessionSettings = Field(default_factory=SessionSettings)
     game: GameSettings = Field(default_factory=GameSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("database_url")

@@ -679,8 +679,8 @@ def test_session_lease_taken_moved_on_takeover_and_released(live_server: Any) ->
 
 
 def test_session_lease_takeover_across_nodes(start_server: Callable[..., Any]) -> None:
-    """Two nodes on one Redis: a login on node B takes the lease; node A's next lease refresh
-    finds it lost and kicks its session with session_replaced + 4009."""
+    """Two nodes on one Redis: a login on node B takes the lease and tells node A, which kicks
+    its session with session_replaced + 4009 at once (long before a lease refresh)."""
     a = start_server()
     b = start_server()
     user = new_user()
@@ -689,14 +689,31 @@ def test_session_lease_takeover_across_nodes(start_server: Callable[..., Any]) -
         on_a = await login(a.ws_url, token(a, user))
         on_b = await login(b.ws_url, token(b, user))
         assert _leases(b).holder(user) == Holder(b.node.node_id, on_b.welcome["session_id"])
-        await on_a.expect_none(is_type("kicked"), 0.2)  # nothing tells A until it refreshes
-        assert await asyncio.to_thread(a.call, a.node.refresh_leases()) == 1
         code, kick = await closed_with(on_a)
         assert (code, kick["reason"]) == (4009, "session_replaced")
         assert await asyncio.to_thread(b.call, b.node.refresh_leases()) == 0
         on_b.close()
 
     run(scenario())
+
+
+def test_lease_refresh_kicks_a_session_whose_takeover_message_was_lost(live_server: Any) -> None:
+    """The lease taken without a word (as if the takeover message never arrived): nothing tells
+    the node until its lease refresh, which finds the lease lost and kicks the session."""
+    user = new_user()
+
+    leases = _leases(live_server)
+
+    async def scenario() -> None:
+        c = await login(live_server.ws_url, token(live_server, user))
+        leases.acquire(user, Holder("a-node-whose-message-was-lost", "s"))
+        await c.expect_none(is_type("kicked"), 0.2)
+        assert await asyncio.to_thread(live_server.call, live_server.node.refresh_leases()) == 1
+        code, kick = await closed_with(c)
+        assert (code, kick["reason"]) == (4009, "session_replaced")
+
+    run(scenario())
+    leases.client.close()
 
 
 def test_login_works_with_redis_down(start_server: Callable[..., Any]) -> None:

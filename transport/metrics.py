@@ -130,6 +130,12 @@ class Metrics:
         self.frames_in = Counter("tilehall_frames_in", "WebSocket frames received from clients", registry=r)
         self.frames_out = Counter("tilehall_frames_out", "WebSocket frames sent to clients", registry=r)
         self.open_sockets = Gauge("tilehall_open_websockets", "open WebSocket connections", registry=r)
+        self.cluster_peers = Gauge(
+            "tilehall_cluster_peers", "other nodes this node's zone has heard from within cluster.peer_timeout_s",
+            registry=r)
+        self.cluster_dropped = Counter(
+            "tilehall_cluster_messages_dropped",
+            "zone messages not published to the other nodes (Redis away or the queue full)", registry=r)
         r.register(ActorCollector())
         r.register(SessionCollector(session_statuses))
         for code in ("too_fast", "blocked", "out_of_bounds", "unavailable", "conflict"):

@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from actors.base import configure_runtime
 from actors.character import CharacterActor
-from actors.messages import Flush, Kick, Resume, StartSession
+from actors.messages import Flush, FromPeer, Kick, Resume, RosterTick, StartSession
 from actors.runtime import Dispatcher
 from actors.session import SessionActor
 from actors.storage_actor import StorageActor
@@ -36,6 +36,7 @@ from storage.leases import LEASE_REFRESH_S, Holder, SessionLeases
 from storage.profile_cache import ProfileCache
 from storage.reconnect_tokens import ReconnectTokens
 from storage.redis_store import open_redis, redis_ready
+from storage.zone_relay import ZoneRelay
 from transport.auth import Identity, TokenVerifier
 from transport.frames import CODEC, CloseCode
 from transport.metrics import Metrics
@@ -57,6 +58,8 @@ class Node:
         self._maintenance: PeriodicCallback | None = None
         self._liveness: PeriodicCallback | None = None
         self._lease_timer: PeriodicCallback | None = None
+        self._roster_timer: PeriodicCallback | None = None
+        self.relay: ZoneRelay | None = None
         self.stopping = False
         self.metrics = Metrics(self.session_statuses)
         self.verifier = TokenVerifier(settings)
@@ -92,7 +95,15 @@ class Node:
         configure_runtime(r.kind, r.pool_workers, r.messages_per_turn)
         self.storage = StorageActor.start(self.pool, self.settings, _StorageObserver(self))
         g = self.settings.game
-        self.zone = ZoneActor.start(self.world, g.view_radius, g.item_respawn_s, CODEC)
+        self.relay = ZoneRelay(
+            self.redis, self.settings.redis.key_prefix, self.world.map_id, self.node_id, self._from_peer,
+            on_dropped=self.metrics.cluster_dropped.inc,
+        )
+        self.zone = ZoneActor.start(
+            self.world, g.view_radius, g.item_respawn_s, CODEC, self.relay, self.settings.cluster.peer_timeout_s
+        )
+        self.relay.start()
+        self.metrics.cluster_peers.set_function(self._peer_count)
         from transport.app import make_app  # import here: app imports the node's collaborators
 
         app = make_app(self)
@@ -115,7 +126,38 @@ class Node:
         self._liveness.start()
         self._lease_timer = PeriodicCallback(self.refresh_leases, LEASE_REFRESH_S * 1000)
         self._lease_timer.start()
+        self._roster_timer = PeriodicCallback(self._roster_tick, self.settings.cluster.roster_interval_s * 1000)
+        self._roster_timer.start()
+        self._roster_tick()  # announce this node to the others now
         log.info("tilehall %s listening on %s", self.settings.mode, self.url)
+
+    def _from_peer(self, message: dict[str, Any]) -> None:
+        """A message from another node (the relay's reader thread): a lease it took from one of
+        our sessions is checked at once; everything else is the zone's."""
+        if message.get("t") == "lease_taken":
+            user_id = str(message.get("user_id"))
+            self.loop.add_callback(self.refresh_leases, user_id)
+            return
+        zone = self.zone
+        if zone is not None:
+            try:
+                zone.tell(FromPeer(message))
+            except pykka.ActorDeadError:
+                pass  # shutting down
+
+    def _peer_count(self) -> int:
+        """Other nodes the zone knows (read without waiting for the actor, at scrape time)."""
+        from actors.base import find_actor
+
+        zone = find_actor(self.zone.actor_urn) if self.zone is not None else None
+        return len(getattr(zone, "peers", ()))
+
+    def _roster_tick(self) -> None:
+        if self.zone is not None:
+            try:
+                self.zone.tell(RosterTick())
+            except pykka.ActorDeadError:
+                pass
 
     def _start_storage(self) -> None:
         self.services = start_missing(
@@ -244,8 +286,8 @@ class Node:
             # so the new session's welcome counts them in last_action_seq.
             await _ask_quietly(old, Kick("session_replaced", int(CloseCode.SESSION_REPLACED),
                                          "you logged in elsewhere"), timeout=2.0)
-        # A session of this user on another node learns it was replaced at its node's next lease
-        # refresh (refresh_leases), at most LEASE_REFRESH_S later.
+        # A session of this user on another node is told by the "lease_taken" message that
+        # _prepare_session published; if that is lost, at its node's next lease refresh.
         character = self.characters.get(record.character_id)
         if character is None or not character.is_alive():
             if character is not None:  # stopped since: its last commits are in the database now
@@ -291,7 +333,10 @@ class Node:
                         extra={"user_id": identity.user_id})
             token, expires_at = "", time.time()
         try:
-            self.leases.acquire(identity.user_id, Holder(self.node_id, session_id))
+            previous = self.leases.acquire(identity.user_id, Holder(self.node_id, session_id))
+            if previous is not None and previous.node_id != self.node_id and self.relay is not None:
+                # Tell that node now rather than at its next lease refresh (that stays the fallback).
+                self.relay.publish({"t": "lease_taken", "user_id": identity.user_id})
         except redis.RedisError as exc:
             log.warning("session lease not taken (redis: %s)", exc, extra={"user_id": identity.user_id})
         return record, token, expires_at
@@ -356,10 +401,14 @@ class Node:
         except redis.RedisError as exc:
             log.warning("session lease not released (redis: %s); it expires by itself", exc)
 
-    async def refresh_leases(self) -> int:
-        """Refresh the lease of every session of this node; a session whose lease another node
-        took (a newer login there) is kicked with ``session_replaced``. Returns how many."""
-        held = [(u, s) for u, s in self.session_of_user.items() if s in self.sessions]
+    async def refresh_leases(self, user_id: str | None = None) -> int:
+        """Refresh the lease of every session of this node (or of ``user_id``'s only); a
+        session whose lease another node took (a newer login there) is kicked with
+        ``session_replaced``. Returns how many."""
+        held = [
+            (u, s) for u, s in self.session_of_user.items()
+            if s in self.sessions and (user_id is None or u == user_id)
+        ]
         if not held:
             return 0
         lost = await self.loop.run_in_executor(None, self._refresh_leases, held)
@@ -393,7 +442,9 @@ class Node:
         """Graceful: stop accepting, flush storage (acks for what committed), close sockets
         with 1001, stop every actor, then release storage and embedded servers."""
         self.stopping = True
-        for timer in (self._maintenance, self._liveness, self._lease_timer):
+        if self.relay is not None:
+            self.relay.publish({"t": "bye"})  # the other nodes drop our characters at once
+        for timer in (self._maintenance, self._liveness, self._lease_timer, self._roster_timer):
             if timer:
                 timer.stop()
         if self.http_server:
@@ -418,6 +469,8 @@ class Node:
         log.info("tilehall stopped")
 
     def _stop_storage(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
         if self.profiles is not None:
             self.profiles.close()
         if self.redis is not None:

@@ -1,0 +1,152 @@
+"""One zone's traffic between nodes: JSON messages on the Redis channel ``<prefix>zone:<map>``.
+
+Every node of a cluster publishes what happens to its own characters (enter, leave, committed
+events, rosters, ability effects on another node's character) and hears the others'. Pub/sub is
+at most once: a message lost while Redis is away is repaired by the next roster, so the relay
+drops rather than queues without bound. Messages carry ``v`` (wire version) and ``node`` (the
+sender); a node ignores its own.
+
+Publishing never blocks the caller: messages queue for a writer thread that pipelines them.
+A reader thread subscribes, decodes and hands each message to ``deliver``; both threads
+reconnect with a backoff when Redis goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+WIRE_VERSION = 1
+MAX_QUEUED = 100_000  # past this many unsent messages Redis is away: drop (rosters repair)
+MAX_PIPELINE = 500
+_RETRY_S = (0.1, 0.5, 1.0, 2.0)
+
+
+def zone_channel(key_prefix: str, map_id: str) -> str:
+    """The Redis channel a zone's nodes talk on."""
+    return f"{key_prefix}zone:{map_id}"
+
+
+class ZoneRelay:
+    """Publishes this node's zone messages and delivers the other nodes' to ``deliver``."""
+
+    def __init__(
+        self, client: redis.Redis, key_prefix: str, map_id: str, node_id: str,
+        deliver: Callable[[dict[str, Any]], None], on_dropped: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.client = client
+        self.channel = zone_channel(key_prefix, map_id)
+        self.node_id = node_id
+        self.deliver = deliver
+        self.on_dropped = on_dropped  # told how many messages were not published (queue full, Redis away)
+        self._outbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the other nodes (any thread; returns at once)."""
+        if self._outbox.qsize() >= MAX_QUEUED:
+            self.on_dropped(1)
+            return
+        self._outbox.put(message)
+
+    def start(self) -> None:
+        """Start the writer and reader threads."""
+        for target, name in ((self._write_loop, "zone-relay-writer"), (self._read_loop, "zone-relay-reader")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is queued (bounded by ``timeout``) and stop both threads."""
+        self._closing.set()
+        self._outbox.put(None)
+        for t in self._threads:
+            t.join(timeout)
+
+    # ---------------------------------------------------------------- writer
+
+    def _write_loop(self) -> None:
+        failures = 0
+        while True:
+            first = self._outbox.get()
+            batch = [first] if first is not None else []
+            while len(batch) < MAX_PIPELINE:
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    batch.append(more)
+            if batch:
+                try:
+                    self._send(batch)
+                    failures = 0
+                except redis.RedisError as exc:
+                    self.on_dropped(len(batch))
+                    if failures == 0:
+                        log.warning("zone relay: cannot publish to Redis (%s); peers catch up from rosters", exc)
+                    failures += 1
+                    time.sleep(_RETRY_S[min(failures, len(_RETRY_S)) - 1])
+                except Exception:  # never let the writer die: a bad message must not stop the rest
+                    log.exception("zone relay: publishing failed")
+            if self._closing.is_set() and self._outbox.empty():
+                return
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for message in batch:
+            pipe.publish(self.channel, json.dumps({"v": WIRE_VERSION, "node": self.node_id, **message},
+                                                  separators=(",", ":")))
+        pipe.execute()
+
+    # ---------------------------------------------------------------- reader
+
+    def _read_loop(self) -> None:
+        failures = 0
+        while not self._closing.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                if failures:
+                    log.info("zone relay: listening on %s again", self.channel)
+                failures = 0
+                while not self._closing.is_set():
+                    raw = pubsub.get_message(timeout=0.5)
+                    if raw is not None and raw.get("type") == "message":
+                        self._hand_over(raw["data"])
+            except redis.RedisError as exc:
+                if failures == 0:
+                    log.warning("zone relay: lost the Redis subscription (%s); retrying", exc)
+                failures += 1
+                self._closing.wait(_RETRY_S[min(failures, len(_RETRY_S)) - 1])
+            finally:
+                try:
+                    pubsub.close()
+                except redis.RedisError:
+                    pass
+
+    def _hand_over(self, data: bytes | str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("zone relay: ignored a message that is not JSON on %s", self.channel)
+            return
+        if not isinstance(message, dict) or message.get("v") != WIRE_VERSION:
+            log.warning("zone relay: ignored a message of an unknown wire version on %s", self.channel)
+            return
+        if message.get("node") == self.node_id:
+            return
+        try:
+            self.deliver(message)
+        except Exception:
+            log.exception("zone relay: delivering a peer's message failed")
