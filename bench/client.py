@@ -208,9 +208,10 @@ class Player:
             self.send_action()
 
 
-async def login_all(players: list[Player], url: str, concurrency: int = 32, attempts: int = 3) -> list[str]:
+async def login_all(players: list[Player], urls: list[str], concurrency: int = 32, attempts: int = 3) -> list[str]:
     """Log every player in, ``concurrency`` at a time, each up to ``attempts`` times (a
-    swamped server may time a hello out); returns the messages of the logins that failed."""
+    swamped server may time a hello out); player i goes to node ``urls[i % len(urls)]``.
+    Returns the messages of the logins that failed."""
     sem = asyncio.Semaphore(concurrency)
     failures: list[str] = []
 
@@ -218,7 +219,7 @@ async def login_all(players: list[Player], url: str, concurrency: int = 32, atte
         async with sem:
             for attempt in range(attempts):
                 try:
-                    await p.login(url)
+                    await p.login(urls[p.index % len(urls)])
                     return
                 except Exception as exc:  # noqa: BLE001 - reported, the run goes on
                     p.close()

@@ -72,6 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     p.add_argument("--idle", type=int, default=0, help="extra idle players that only heartbeat")
     p.add_argument("--runs", type=int, default=1, help="repeat the whole run; medians are reported")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="server processes sharing the database and Redis; players spread round-robin")
     p.add_argument("--runtime", choices=["pooled", "threading"], default="pooled", help="actor runtime")
     p.add_argument("--pool-workers", type=int, default=None, help="runtime.pool_workers (default: settings)")
     p.add_argument("--bounds", choices=["both", "echo", "insert", "none"], default="both",
@@ -212,21 +214,25 @@ class Bench:
         characters = await asyncio.to_thread(self.prepare_database, index)
         active, idle = characters[: args.players], characters[args.players:]
         prefix = f"tilehall-bench:{uuid.uuid4().hex[:8]}:"
-        server = ServerProcess(self.server_env(prefix), self.tmp / f"server-{index + 1}.log",
-                               shlex.split(args.server_args))
-        result: dict[str, Any] = {"run": index + 1}
+        servers = [
+            ServerProcess(self.server_env(prefix), self.tmp / f"server-{index + 1}-{n + 1}.log",
+                          shlex.split(args.server_args))
+            for n in range(args.nodes)
+        ]
+        result: dict[str, Any] = {"run": index + 1, "nodes": args.nodes}
         try:
-            port = await server.start()
-            url = f"ws://127.0.0.1:{port}/ws"
+            ports = [await server.start() for server in servers]
+            urls = [f"ws://127.0.0.1:{port}/ws" for port in ports]
             checkpoints = await asyncio.to_thread(self.checkpoints)
-            load = await run_load(url, self.tokens(active), self.tokens(idle), args, server.pid,
-                                  label="server", quiet=args.quiet)
+            load = await run_load(urls, self.tokens(active), self.tokens(idle), args,
+                                  [server.pid for server in servers], label="server", quiet=args.quiet)
             result.update(load)
             result["pg_checkpoints_during_run"] = await asyncio.to_thread(self.checkpoints) - checkpoints
             result["storage"] = await asyncio.to_thread(
                 self.storage_stats, load["window_start"], load["window_end"])
         finally:
-            result["server_exit"] = await server.stop()
+            exits = [await server.stop() for server in servers]
+            result["server_exit"] = next((code for code in exits if code), exits[0] if exits else None)
             self._clean_redis(prefix)
         if args.bounds in ("both", "echo"):
             result["echo"] = await self.echo_bound(active)
@@ -381,7 +387,7 @@ class Bench:
                 raise RuntimeError(f"echo server did not start: {line!r}")
             port = int(line.split()[1])
             sub = argparse.Namespace(**{**vars(args), "duration": args.bound_duration, "idle": 0})
-            load = await run_load(f"ws://127.0.0.1:{port}/ws", self.tokens(active), [], sub, proc.pid,
+            load = await run_load([f"ws://127.0.0.1:{port}/ws"], self.tokens(active), [], sub, [proc.pid],
                                   label="echo", quiet=args.quiet, echo=True)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -448,11 +454,11 @@ class ServerProcess:
 
 
 async def run_load(
-    url: str,
+    urls: list[str],
     active_tokens: list[str],
     idle_tokens: list[str],
     args: argparse.Namespace,
-    server_pid: int,
+    server_pids: list[int],
     *,
     label: str,
     quiet: bool = False,
@@ -460,9 +466,7 @@ async def run_load(
 ) -> dict[str, Any]:
     """Log everyone in, load for warmup + duration, and measure; returns the load's numbers."""
     stats = Stats()
-    server = psutil.Process(server_pid)
-    me = psutil.Process()
-    sampler = Sampler(server, me)
+    sampler = Sampler([psutil.Process(pid) for pid in server_pids], psutil.Process())
     idle = [Player(i, t, stats, echo=echo) for i, t in enumerate(idle_tokens)]
     active = [Player(i, t, stats, window=args.window, echo=echo) for i, t in enumerate(active_tokens)]
     tasks: list[asyncio.Task] = []
@@ -472,8 +476,8 @@ async def run_load(
     # Heartbeats at the server's default interval (5 s; welcome says it), from the first login on.
     tasks.append(asyncio.create_task(heartbeat(idle + active, stats, 5.0)))
     if idle:
-        failures += await login_all(idle, url)
-    failures += await login_all(active, url)
+        failures += await login_all(idle, urls)
+    failures += await login_all(active, urls)
     progress.cancel()
     login_s = time.monotonic() - t_login
     if failures:
@@ -575,10 +579,11 @@ async def _login_progress(stats: Stats, players: list[Player], quiet: bool, labe
 
 
 class Sampler:
-    """CPU, RSS and threads of the server process (and the client's CPU), once per second."""
+    """CPU, RSS and threads of the server processes (summed over the nodes) and the client's
+    CPU, once per second."""
 
-    def __init__(self, server: psutil.Process, client: psutil.Process) -> None:
-        self.server = server
+    def __init__(self, servers: list[psutil.Process], client: psutil.Process) -> None:
+        self.servers = servers
         self.client = client
         self.reset()
         self.rss_peak = 0
@@ -592,7 +597,8 @@ class Sampler:
         self.client_cpus: list[float] = []
         self.system_cpus: list[float] = []
         try:
-            self.server.cpu_percent(None)
+            for server in self.servers:
+                server.cpu_percent(None)
             self.client.cpu_percent(None)
             psutil.cpu_percent(None)
         except psutil.Error:
@@ -600,14 +606,18 @@ class Sampler:
 
     def sample(self) -> None:
         """One sample."""
+        cpu = 0.0
+        rss = threads = 0
         try:
-            with self.server.oneshot():
-                self.last_cpu = self.server.cpu_percent(None)
-                self.last_rss = self.server.memory_info().rss
-                self.last_threads = self.server.num_threads()
+            for server in self.servers:
+                with server.oneshot():
+                    cpu += server.cpu_percent(None)
+                    rss += server.memory_info().rss
+                    threads += server.num_threads()
             self.last_client_cpu = self.client.cpu_percent(None)
         except psutil.Error:
             return
+        self.last_cpu, self.last_rss, self.last_threads = cpu, rss, threads
         self.system_cpus.append(psutil.cpu_percent(None))
         self.cpus.append(self.last_cpu)
         self.client_cpus.append(self.last_client_cpu)
@@ -719,7 +729,8 @@ def format_summary(report: dict[str, Any]) -> str:
             f" / p99 {m.get('p99_ms', float('nan')):.1f} ms",
             f"  fan-out {m.get('fan_out', float('nan')):.2f} events/action   mean batch "
             f"{m.get('storage.mean_batch', float('nan')):.1f} rows/commit   rejects {m.get('reject_total', 0):.0f}",
-            f"  server: RSS peak {m.get('server_rss_mib_peak', float('nan')):.0f} MiB, threads max "
+            f"  server ({report['runs'][0].get('nodes', 1)} node process(es), summed): RSS peak "
+            f"{m.get('server_rss_mib_peak', float('nan')):.0f} MiB, threads max "
             f"{m.get('server_threads_max', float('nan')):.0f}, CPU {m.get('server_cpu_mean', float('nan')):.0f}%;"
             f" client CPU {m.get('client_cpu_mean', float('nan')):.0f}%; whole machine"
             f" {m.get('machine_cpu_mean', float('nan')):.0f}% of {mach['nproc']} cpus",

@@ -27,13 +27,14 @@ def test_placement_keeps_players_apart() -> None:
 
 
 def test_bench_smoke(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
-    """5 players for 2 s: actions are acked, and the report has every field docs/perf.md uses."""
+    """5 players on two nodes for 2 s: actions are acked, and the report has every field
+    docs/perf.md uses."""
     name = f"tilehall_test_bench_{os.getpid()}"
     out = tmp_path / "report.json"
     try:  # in a process of its own, like `tilehall bench` (its asyncio.run stays out of ours)
         proc = subprocess.run(
             [sys.executable, "-m", "bench.loadgen",
-             "--players", "5", "--window", "2", "--duration", "2", "--warmup", "0.5",
+             "--players", "5", "--nodes", "2", "--window", "2", "--duration", "2", "--warmup", "0.5",
              "--bound-duration", "1", "--database-url", pg_admin_url, "--redis-url", redis_url,
              "--database-name", name, "--output", str(out), "--quiet"],
             cwd=ROOT, capture_output=True, text=True, timeout=90,
@@ -46,6 +47,7 @@ def test_bench_smoke(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     run = report["runs"][0]
     assert run["acked"] > 0 and run["acked_per_s"] > 0
+    assert run["nodes"] == 2 and run["connected_players"] == 5 and run["server_exit"] == 0
     for key in ("p50_ms", "p95_ms", "p99_ms", "rejects", "fan_out", "server_rss_mib_peak",
                 "server_threads_max", "machine_cpu_mean"):
         assert key in run, key
