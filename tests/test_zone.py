@@ -1,5 +1,6 @@
 """The ZoneActor's who-sees-whom: events reach those near the old or new tile, and a mover is
-told who came into and went out of its view."""
+told who came into and went out of its view; what other nodes tell it (FromPeer) shows up in
+its snapshots, presence and occupancy, and a malformed peer message cannot crash it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ import pykka
 import pytest
 
 from actors.base import TilehallActor
-from actors.messages import DeliverEvent, EnterZone, Publish, WorldSnapshotReady
-from actors.world_map import WorldMap
+from actors.messages import (
+    DeliverEvent,
+    EnterZone,
+    FromPeer,
+    MoveVerdict,
+    Publish,
+    RequestMove,
+    WorldSnapshotReady,
+)
+from actors.world_map import ItemSpawn, WorldMap
 from actors.zone import ZoneActor
 from transport.frames import CODEC
 
@@ -73,3 +82,86 @@ def test_moving_into_and_out_of_view(zone) -> None:
     assert gone["character_id"] == A
     # Ann still sees Bob leave: his move reaches her although its new tile is out of her view.
     assert _next(qa, lambda m: m.get("action_type") == "move")["payload"]["x"] == 30
+
+
+# ---------------------------------------------------------------- other nodes (FromPeer)
+
+
+class Link:
+    """The zone's line to the other nodes, recording what the zone publishes."""
+
+    def __init__(self) -> None:
+        self.sent: queue.Queue = queue.Queue()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self.sent.put(message)
+
+
+@pytest.fixture
+def linked():
+    """A zone on a 60x10 open map with an item at (3, 1), and the link it publishes on."""
+    world = WorldMap.from_rows(["." * 60] * 10, spawn_points=[(0, 0)], items=[ItemSpawn("gem-1", "gem", 3, 1)])
+    link = Link()
+    ref = ZoneActor.start(world, 5, 0, CODEC, link)
+    yield ref, link
+    pykka.ActorRegistry.stop_all()
+
+
+def _snapshot(zone, session, q: queue.Queue, cid: str, x: int, y: int) -> dict:
+    zone.tell(EnterZone(_view(cid, cid[-1], x, y), session, session))
+    return _next(q, lambda m: "snapshot" in m)["snapshot"]
+
+
+def test_a_new_peer_gets_our_roster_at_once_and_its_characters_appear(linked) -> None:
+    zone, link = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    _snapshot(zone, s, q, A, 1, 1)
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "roster", "members": [_view(B, "bob", 2, 1)]}))
+    roster = _next(link.sent, lambda m: m.get("t") == "roster")
+    assert [v["character_id"] for v in roster["members"]] == [A]
+    seen = _next(q, lambda m: m.get("payload", {}).get("kind") == "in_view")
+    assert (seen["character_id"], seen["payload"]["x"]) == (B, 2)
+    describe = zone.proxy().describe().get(timeout=5)
+    assert (describe["remote_characters"], describe["peers"]) == (1, ["n2"])
+
+
+def test_a_malformed_peer_message_is_ignored_and_the_zone_goes_on(linked) -> None:
+    zone, _ = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "roster", "members": [{"character_id": B}]}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "event", "view": None, "body": 3}))
+    zone.tell(FromPeer({"v": 1, "t": "enter"}))
+    snap = _snapshot(zone, s, q, A, 1, 1)
+    assert [c["character_id"] for c in snap["characters"]] == [A]
+    assert zone.is_alive()
+
+
+def test_items_taken_and_back_on_another_node(linked) -> None:
+    zone, _ = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": False}))
+    assert _snapshot(zone, s, q, A, 1, 1)["items"] == []
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": True}))
+    assert [i["item_id"] for i in _snapshot(zone, s, q, A, 1, 1)["items"]] == ["gem-1"]
+
+
+def test_a_local_move_onto_a_remote_characters_tile_is_refused(linked) -> None:
+    zone, _ = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    _snapshot(zone, s, q, A, 1, 1)
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "enter", "view": _view(B, "bob", 2, 1)}))
+    verdicts: queue.Queue = queue.Queue()
+
+    class Mover(TilehallActor):
+        def on_MoveVerdict(self, msg: MoveVerdict) -> None:
+            verdicts.put(msg.granted)
+
+    mover = Mover.start()
+    zone.tell(RequestMove(A, (2, 1), 1, mover))
+    assert verdicts.get(timeout=5) is False
+    zone.tell(RequestMove(A, (1, 2), 2, mover))
+    assert verdicts.get(timeout=5) is True
