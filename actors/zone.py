@@ -208,7 +208,7 @@ class ZoneActor(TilehallActor):
         if old is not None and old != new:
             self._tell_presence(member, old, new, nearby)
         self._tell_peers({"t": "event", "view": _public(msg.view), "body": msg.body_json,
-                          "member": member is not None})
+                          "from": list(old) if old is not None else None, "member": member is not None})
 
     def _deliver(
         self, cid: str, body_json: str, new: tuple[int, int], old: tuple[int, int] | None, include_self: bool,
@@ -268,7 +268,8 @@ class ZoneActor(TilehallActor):
             elif kind == "leave":
                 self._unmirror(str(m["character_id"]))
             elif kind == "event":
-                self._peer_event(node, _public(m["view"]), str(m["body"]), bool(m.get("member", True)))
+                came_from = tuple(m["from"]) if m.get("from") is not None else None
+                self._peer_event(node, _public(m["view"]), str(m["body"]), came_from, bool(m.get("member", True)))
             elif kind == "item":
                 self._peer_item(str(m["item_id"]), bool(m["on_map"]))
             elif kind == "effect":
@@ -347,12 +348,15 @@ class ZoneActor(TilehallActor):
         self._drop(cid, member)
         self._announce(member, member.position, visible=False)
 
-    def _peer_event(self, node: str, view: dict[str, Any], body: str, member_after: bool) -> None:
+    def _peer_event(
+        self, node: str, view: dict[str, Any], body: str, came_from: tuple[int, int] | None, member_after: bool,
+    ) -> None:
         cid = view["character_id"]
         member = self.members.get(cid)
         if member is not None and member.node is None:
             return  # played here now (a takeover): the old node's late events are not news
-        old = member.position if member is not None else None
+        # Where our sessions saw it last; the sender's word for it when we had not seen it yet.
+        old = member.position if member is not None else came_from
         if member_after:  # (a logout event comes after the leave: nothing to mirror)
             self._mirror(node, view, announce=False)  # the event itself tells the viewers
         self._deliver(cid, body, (view["x"], view["y"]), old, include_self=False)
