@@ -86,7 +86,9 @@ def zone_detail(server: LiveServer) -> dict[str, Any]:
         return json.loads(resp.read())["detail"]
 
 
-async def wait_zone(server: LiveServer, check: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+async def wait_zone(
+    server: LiveServer, check: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> dict[str, Any]:
     """Poll the server's zone detail until ``check`` holds on it; returns that detail."""
     return await asyncio.to_thread(poll, lambda: zone_detail(server), check, timeout)
 
@@ -108,7 +110,8 @@ async def log_out(server: LiveServer, client: WSClient) -> None:
     cid = character_id(client)
     await client.send({"type": "logout"})
     await client.wait_closed()
-    await asyncio.to_thread(wait_until, lambda: cid not in server.node.characters, 5.0, "character out of play")
+    await asyncio.to_thread(
+        wait_until, lambda: cid not in server.node.characters, 5.0, "character out of play")
 
 
 def place(server: LiveServer, cid: str, tile: Tile) -> None:
@@ -125,7 +128,8 @@ def place(server: LiveServer, cid: str, tile: Tile) -> None:
 def health_in_db(server: LiveServer, cid: str) -> int:
     """A character's durable health."""
     with psycopg.connect(server.settings.database_url, autocommit=True) as conn:
-        return conn.execute("SELECT health FROM character_profile WHERE character_id = %s", (cid,)).fetchone()[0]
+        sql = "SELECT health FROM character_profile WHERE character_id = %s"
+        return conn.execute(sql, (cid,)).fetchone()[0]
 
 
 def neighbours(tile: Tile) -> list[Tile]:
@@ -165,7 +169,9 @@ def heard(sub: redis.client.PubSub, node: str, t: str, timeout: float = 5.0) -> 
     raise AssertionError(f"{node} published no {t!r} message within {timeout:g} s")
 
 
-async def publish_every(client: redis.asyncio.Redis, channel: str, message: dict[str, Any], every_s: float) -> None:
+async def publish_every(
+    client: redis.asyncio.Redis, channel: str, message: dict[str, Any], every_s: float
+) -> None:
     """Publish ``message`` on ``channel`` every ``every_s`` seconds until cancelled, as a
     node republishes its roster."""
     text = json.dumps(message)
@@ -203,7 +209,9 @@ def test_players_on_two_nodes_see_each_other(start_server: Callable[..., LiveSer
     run(scenario())
 
 
-def test_remote_character_blocks_its_tile_and_can_be_struck(start_server: Callable[..., LiveServer]) -> None:
+def test_remote_character_blocks_its_tile_and_can_be_struck(
+    start_server: Callable[..., LiveServer],
+) -> None:
     """Alice (A) and Bob (B) stand side by side: Bob's step onto Alice's tile is refused as
     occupied; his strike is acked, Alice sees it and her damage, and her durable health drops."""
     a, b = two_nodes(start_server)
@@ -227,16 +235,18 @@ def test_remote_character_blocks_its_tile_and_can_be_struck(start_server: Callab
         assert snapshot(bob).get(alice_id) == public_view(alice.welcome["character"])
         await wait_zone(a, lambda d: d["remote_characters"] == 1)
 
-        refused = await bob.answer(await bob.move(alice_tile[0] - bob_tile[0], alice_tile[1] - bob_tile[1]))
+        dx, dy = alice_tile[0] - bob_tile[0], alice_tile[1] - bob_tile[1]
+        refused = await bob.answer(await bob.move(dx, dy))
         assert (refused["type"], refused.get("code")) == ("reject", "occupied"), refused
         struck = await bob.answer(await bob.ability("strike", target_id=alice_id))
         assert struck["type"] == "ack", struck
 
-        strike = await alice.read_until(event_of(character_id(bob), "ability", name="strike", target_id=alice_id))
+        bob_id = character_id(bob)
+        strike = await alice.read_until(event_of(bob_id, "ability", name="strike", target_id=alice_id))
         amount = strike["payload"]["amount"]
         assert amount > 0, strike
-        await alice.read_until(event_of(alice_id, "system", kind="damage", amount=amount, health=health - amount,
-                                        by=character_id(bob)))
+        await alice.read_until(
+            event_of(alice_id, "system", kind="damage", amount=amount, health=health - amount, by=bob_id))
         await bob.read_until(event_of(alice_id, "system", kind="damage", health=health - amount))
         await asyncio.to_thread(poll, lambda: health_in_db(a, alice_id), lambda h: h == health - amount)
         alice.close()
@@ -273,7 +283,8 @@ def test_silent_node_loses_its_characters(start_server: Callable[..., LiveServer
         bob_tile = (bob.welcome["character"]["x"], bob.welcome["character"]["y"])
         ghost_id = str(uuid.uuid4())
         x, y = neighbours(bob_tile)[0]
-        ghost = {"character_id": ghost_id, "display_name": "ghost", "x": x, "y": y, "health": 70, "max_health": 100}
+        ghost = {"character_id": ghost_id, "display_name": "ghost", "x": x, "y": y,
+                 "health": 70, "max_health": 100}
         out_of_view = event_of(ghost_id, "system", kind="out_of_view")
         client = redis.asyncio.Redis.from_url(b.settings.redis_url)
         rosters = asyncio.create_task(publish_every(
@@ -303,8 +314,9 @@ def test_zone_messages_follow_the_wire_format(
     """What node A publishes: a roster as it starts, then for Alice enter, her events (the
     frame body as text, her view, where she came ``from``) and leave."""
     client = redis.Redis.from_url(redis_url)
-    sub = client.pubsub(ignore_subscribe_messages=True)
+    sub = client.pubsub()
     sub.subscribe(zone_channel(redis_prefix))
+    assert sub.get_message(timeout=5)["type"] == "subscribe"  # listening before A starts
     a, b = two_nodes(start_server)
     node = a.node.node_id
 
@@ -318,15 +330,16 @@ def test_zone_messages_follow_the_wire_format(
         assert login_event["view"] == view, login_event
         assert "from" in login_event, f"an event message without 'from': keys {sorted(login_event)}"
         body = json.loads(login_event["body"])
-        assert (body["character_id"], body["action_type"], body["payload"]["kind"]) == (view["character_id"],
-                                                                                       "system", "login"), body
+        assert body["character_id"] == view["character_id"], body
+        assert (body["action_type"], body["payload"]["kind"]) == ("system", "login"), body
         moved = (await step(alice))["state"]
         move_event = await asyncio.to_thread(heard, sub, node, "event")
         assert move_event["view"] == {**view, **moved}, move_event
         assert move_event["from"] == [view["x"], view["y"]], move_event
         assert json.loads(move_event["body"])["payload"]["x"] == moved["x"], move_event
         await log_out(a, alice)
-        assert (await asyncio.to_thread(heard, sub, node, "leave"))["character_id"] == view["character_id"]
+        leave = await asyncio.to_thread(heard, sub, node, "leave")
+        assert leave["character_id"] == view["character_id"], leave
 
     try:
         run(scenario())
