@@ -51,6 +51,8 @@ from actors.timers import tell_later
 from actors.world_map import ItemSpawn, WorldMap
 
 log = logging.getLogger(__name__)
+# The "character" of events about the world itself (an item growing back): the nil UUID.
+WORLD_ID = "00000000-0000-0000-0000-000000000000"
 VIEW_FIELDS = ("character_id", "display_name", "x", "y", "health", "max_health")
 
 
@@ -170,9 +172,19 @@ class ZoneActor(TilehallActor):
         self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
 
     def on_RespawnItem(self, msg: RespawnItem) -> None:
-        """A picked-up item lies on the map again (players see it in their next snapshot)."""
+        """A picked-up item lies on the map again; those who see its tile are told."""
         self.items[msg.item.item_id] = msg.item
+        self._announce_item(msg.item)
         self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
+
+    def _announce_item(self, item: ItemSpawn) -> None:
+        """An ``item_spawned`` system event (of the world, not of a character) to the sessions
+        that see the item's tile."""
+        payload = {"kind": "item_spawned", "item_id": item.item_id, "item_kind": item.kind, "x": item.x, "y": item.y}
+        body = self.codec.event_body_json(
+            str(uuid.uuid4()), WORLD_ID, "world", "system", payload, dt.datetime.now(dt.UTC)
+        )
+        self._deliver(WORLD_ID, body, (item.x, item.y), None, include_self=False)
 
     def on_DeliverEffect(self, msg: DeliverEffect) -> None:
         """Forward an ability's effect to its target's character actor, here or on its node."""
@@ -365,8 +377,9 @@ class ZoneActor(TilehallActor):
         """Another node's player took an item, or it lies on the map again."""
         if not on_map:
             self.items.pop(item_id, None)
-        elif (spawn := self.world_items.get(item_id)) is not None:
+        elif (spawn := self.world_items.get(item_id)) is not None and item_id not in self.items:
             self.items[item_id] = spawn
+            self._announce_item(spawn)
 
     def _announce(self, member: _Member, at: tuple[int, int], visible: bool) -> None:
         """Tell the local sessions that see ``at`` that remote ``member`` appeared or vanished there."""

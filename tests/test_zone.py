@@ -13,16 +13,18 @@ import pytest
 
 from actors.base import TilehallActor
 from actors.messages import (
+    AbilityContext,
     DeliverEvent,
     EnterZone,
     FromPeer,
     MoveVerdict,
     Publish,
     RequestMove,
+    ResolveAbility,
     WorldSnapshotReady,
 )
 from actors.world_map import ItemSpawn, WorldMap
-from actors.zone import ZoneActor
+from actors.zone import WORLD_ID, ZoneActor
 from transport.frames import CODEC
 
 A = "00000000-0000-4000-8000-00000000000a"
@@ -165,3 +167,32 @@ def test_a_local_move_onto_a_remote_characters_tile_is_refused(linked) -> None:
     assert verdicts.get(timeout=5) is False
     zone.tell(RequestMove(A, (1, 2), 2, mover))
     assert verdicts.get(timeout=5) is True
+
+
+def test_an_item_growing_back_is_announced_to_those_who_see_it() -> None:
+    world = WorldMap.from_rows(["." * 60] * 10, spawn_points=[(0, 0)], items=[ItemSpawn("herb-1", "herb", 3, 1)])
+    zone = ZoneActor.start(world, 5, 0.05, CODEC)
+    try:
+        near, far = queue.Queue(), queue.Queue()
+        s_near, s_far = Recorder.start(near), Recorder.start(far)
+        zone.tell(EnterZone(_view(A, "ann", 3, 1), s_near, s_near))
+        zone.tell(EnterZone(_view(B, "bob", 50, 1), s_far, s_far))
+        contexts: queue.Queue = queue.Queue()
+
+        class Picker(TilehallActor):
+            def on_AbilityContext(self, msg: AbilityContext) -> None:
+                contexts.put(msg.item)
+
+        zone.tell(ResolveAbility(A, "pickup", None, (3, 1), 1, Picker.start()))
+        assert contexts.get(timeout=5).item_id == "herb-1"  # taken off the map
+        spawned = _next(near, lambda m: m.get("payload", {}).get("kind") == "item_spawned")
+        assert spawned["character_id"] == WORLD_ID and spawned["display_name"] == "world"
+        assert spawned["payload"] == {"kind": "item_spawned", "item_id": "herb-1", "item_kind": "herb", "x": 3, "y": 1}
+        # Bob, 47 tiles away, is not told: his inbox holds two snapshots and nothing between
+        # (the second asked for after the announcement, so anything told him would precede it).
+        zone.tell(EnterZone(_view(B, "bob", 50, 1), s_far, s_far))
+        got = [far.get(timeout=5), far.get(timeout=5)]
+        assert all("snapshot" in m for m in got), got
+        assert [i["item_id"] for i in got[1]["snapshot"]["items"]] == ["herb-1"]
+    finally:
+        pykka.ActorRegistry.stop_all()

@@ -121,6 +121,10 @@ export class World extends EventTarget {
 
   _system(ev, name, ensureActor) {
     const p = ev.payload;
+    if (p.kind === 'item_spawned') { // an event of the world itself, not of a character
+      if (p.item_id) this.items.set(p.item_id, { id: p.item_id, kind: p.item_kind || 'item', x: p.x, y: p.y });
+      return null;
+    }
     const isSelf = ev.characterId === this.selfId;
     const who = isSelf ? 'You' : name;
     const actor = ensureActor();
@@ -154,12 +158,6 @@ export class World extends EventTarget {
       case 'out_of_view':
         if (!isSelf) this.characters.delete(ev.characterId);
         if (this.targetId === ev.characterId) this.targetId = null;
-        return null;
-      case 'item_taken':
-        if (p.item_id) this.items.delete(p.item_id);
-        return null;
-      case 'item_spawned':
-        if (p.item_id) this.items.set(p.item_id, { id: p.item_id, kind: p.item_kind || p.kind_of || p.item || 'item', x: p.x, y: p.y });
         return null;
       default:
         return null;
