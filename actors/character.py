@@ -28,6 +28,7 @@ from actors.messages import (
     ApplyEffect,
     AttachSession,
     CharacterAttached,
+    Claim,
     DeliverEffect,
     DetachSession,
     EnterZone,
@@ -125,12 +126,19 @@ class CharacterActor(TilehallActor):
         self._ids = itertools.count(1)
         self._json_cache: tuple[Any, str, Any, str] = (None, "", None, "")
         self.entity_id = record.character_id
+        self.claimed = False  # a session is on its way (Claim): do not stop
         self.debug_status = "detached"
 
     # ---------------------------------------------------------------- sessions
 
+    def on_Claim(self, msg: Claim) -> bool:
+        """A new session will attach: do not stop before it does."""
+        self.claimed = True
+        return True
+
     def on_AttachSession(self, msg: AttachSession) -> None:
         """A session plays this character now; it gets the profile and the zone's snapshot."""
+        self.claimed = False
         first = self.session is None
         self.session, self.session_id = msg.session, msg.session_id
         self.debug_status = "in play"
@@ -358,7 +366,7 @@ class CharacterActor(TilehallActor):
         self._stop_if_done()
 
     def _stop_if_done(self) -> None:
-        if self.session is None and not self.inflight and self.waiting is None and not self.queue:
+        if self.session is None and not self.claimed and not self.inflight and self.waiting is None and not self.queue:
             self.debug_status = "stopping"
             self.stop()
 

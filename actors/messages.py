@@ -140,6 +140,14 @@ class AttachSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A new session is about to attach: stay in play until it does (ask; answers True).
+
+    A character with no session stops itself once its last commit landed; without a claim the
+    node could hand a new session an actor that stops a moment later."""
+
+
+@dataclass(frozen=True, slots=True)
 class DetachSession:
     """Session ``session_id`` ended: log out (a system event) and leave the zone."""
 

@@ -23,6 +23,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from waiting import async_wait_until
 from wsclient import WSClient, answer_to, is_type, login
 
 from config.version import SERVER_VERSION
@@ -832,3 +833,33 @@ def test_lease_primitives(redis_url: str, redis_prefix: str) -> None:
     finally:
         client.delete(leases.key(user))
         client.close()
+
+
+def test_a_claimed_character_waits_for_its_new_session_instead_of_stopping(live_server: Any) -> None:
+    """The race a fast re-login hit in CI: a character with no session stops once its last
+    commit landed, and the node could hand it to a new session a moment before. A claimed
+    character stays in play, and the next login attaches to that same actor."""
+    from actors.base import find_actor
+    from actors.messages import Claim
+
+    user = new_user()
+
+    async def scenario() -> None:
+        c = await login(live_server.ws_url, token(live_server, user))
+        cid = c.welcome["character"]["character_id"]
+        ref = live_server.call(lambda: live_server.node.characters[cid])
+        assert ref.ask(Claim(), timeout=5) is True
+        actor = find_actor(ref.actor_urn)
+        await c.send({"type": "logout"})
+        await c.wait_closed()
+        await wait_rows(live_server, "SELECT count(*) FROM action_event WHERE character_id = %s"
+                        " AND payload_json->>'kind' = 'logout'", (cid,), lambda got: got == [(1,)])
+        # Unclaimed, it stops in the very turn that takes the logout's commit off ``inflight``.
+        await async_wait_until(lambda: not actor.inflight, 5.0, "the logout's commit handled")
+        assert ref.is_alive() and actor.debug_status != "stopping"
+        again = await login(live_server.ws_url, token(live_server, user))
+        assert live_server.call(lambda: live_server.node.characters[cid]) is ref
+        await again.answer(await again.chat("back"))
+        again.close()
+
+    run(scenario())

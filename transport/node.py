@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from actors.base import configure_runtime
 from actors.character import CharacterActor
-from actors.messages import Flush, FromPeer, Kick, Resume, RosterTick, StartSession
+from actors.messages import Claim, Flush, FromPeer, Kick, Resume, RosterTick, StartSession
 from actors.runtime import Dispatcher
 from actors.session import SessionActor
 from actors.storage_actor import StorageActor
@@ -42,6 +42,7 @@ from transport.frames import CODEC, CloseCode
 from transport.metrics import Metrics
 
 log = logging.getLogger(__name__)
+CLAIM_TIMEOUT_S = 5.0  # a character actor answers a Claim within this, or the login fails
 
 
 class Node:
@@ -289,9 +290,11 @@ class Node:
         # A session of this user on another node is told by the "lease_taken" message that
         # _prepare_session published; if that is lost, at its node's next lease refresh.
         character = self.characters.get(record.character_id)
-        if character is None or not character.is_alive():
-            if character is not None:  # stopped since: its last commits are in the database now
-                record = await self.loop.run_in_executor(None, self._reload, record.character_id)
+        if character is not None and not await _claim(character):
+            # It stopped since (or is stopping): its last commits are in the database now.
+            record = await self.loop.run_in_executor(None, self._reload, record.character_id)
+            character = None
+        if character is None:
             character = CharacterActor.start(
                 record, self.world, self.settings, self.storage, self.zone, CODEC, self._character_stopped
             )
@@ -497,6 +500,20 @@ async def _ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> Non
         await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(future)), timeout)
     except Exception as exc:
         log.debug("%s not confirmed by %s: %s", type(message).__name__, ref, exc)
+
+
+async def _claim(character: pykka.ActorRef) -> bool:
+    """Ask a character actor to wait for the session about to attach: True once it promised,
+    False when it had stopped. A character too busy to answer within CLAIM_TIMEOUT_S fails the
+    login (TimeoutError) rather than risk a second actor writing the same character."""
+    try:
+        future = character.ask(Claim(), block=False)
+    except pykka.ActorDeadError:
+        return False
+    try:
+        return bool(await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(future)), CLAIM_TIMEOUT_S))
+    except pykka.ActorDeadError:
+        return False
 
 
 def _as_concurrent(future: Any) -> Any:
