@@ -45,6 +45,7 @@ class ZoneRelay:
     ) -> None:
         self.client = client
         self.channel = zone_channel(key_prefix, map_id)
+        self._wake_channel = f"{self.channel}:wake:{node_id}"  # close() ends the reader's wait
         self.node_id = node_id
         self.deliver = deliver
         self.on_dropped = on_dropped  # told how many messages were not published (queue full, Redis away)
@@ -70,6 +71,10 @@ class ZoneRelay:
         """Send what is queued (bounded by ``timeout``) and stop both threads."""
         self._closing.set()
         self._outbox.put(None)
+        try:
+            self.client.publish(self._wake_channel, b"")
+        except redis.RedisError:
+            pass  # the reader's own timeout ends its wait
         for t in self._threads:
             t.join(timeout)
 
@@ -116,13 +121,13 @@ class ZoneRelay:
         while not self._closing.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(self.channel, self._wake_channel)
                 if failures:
                     log.info("zone relay: listening on %s again", self.channel)
                 failures = 0
                 while not self._closing.is_set():
                     raw = pubsub.get_message(timeout=0.5)
-                    if raw is not None and raw.get("type") == "message":
+                    if raw is not None and raw.get("type") == "message" and not self._closing.is_set():
                         self._hand_over(raw["data"])
             except redis.RedisError as exc:
                 if failures == 0:
