@@ -192,7 +192,7 @@ class ZoneActor(TilehallActor):
         if member is None:
             return
         if member.node is None:
-            member.character.tell(msg.effect)
+            _tell(member.character, msg.effect)
         elif self.link is not None:
             e = msg.effect
             self.link.publish({"t": "effect", "target": msg.target_id, "effect": {
@@ -288,7 +288,7 @@ class ZoneActor(TilehallActor):
                 member = self.members.get(str(m["target"]))
                 if member is not None and member.node is None:
                     e = m["effect"]
-                    member.character.tell(ApplyEffect(
+                    _tell(member.character, ApplyEffect(
                         str(e["kind"]), int(e["amount"]), str(e["source_id"]), str(e["source_name"])))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("zone %s: ignored a malformed message from a peer: %r (%s)", self.entity_id, m, exc)
@@ -477,8 +477,8 @@ def _public(view: dict[str, Any]) -> dict[str, Any]:
     return {k: view[k] for k in VIEW_FIELDS}
 
 
-def _tell(session: pykka.ActorRef, message: Any) -> None:
+def _tell(ref: pykka.ActorRef, message: Any) -> None:
     try:
-        session.tell(message)
-    except pykka.ActorDeadError:  # a session that crashed; its character leaves soon
+        ref.tell(message)
+    except pykka.ActorDeadError:  # a session or character that crashed; it leaves the zone soon
         pass
