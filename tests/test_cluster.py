@@ -44,8 +44,13 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
 
 
 def two_nodes(start_server: Callable[..., LiveServer]) -> tuple[LiveServer, LiveServer]:
-    """Nodes A and B of one cluster: same PostgreSQL, Redis and key prefix."""
-    return start_server(game=GAME, cluster=QUIET), start_server(game=GAME, cluster=QUIET)
+    """Nodes A and B of one cluster (same PostgreSQL, Redis and key prefix), once each has heard
+    the other: a node tells enter/leave/events only to peers it knows, and with QUIET rosters a
+    login racing the handshake would stay unknown to the other node for 30 s."""
+    a, b = start_server(game=GAME, cluster=QUIET), start_server(game=GAME, cluster=QUIET)
+    for node, other in ((a, b), (b, a)):
+        poll(lambda node=node: zone_detail(node), lambda d, other=other: other.node.node_id in d["peers"])
+    return a, b
 
 
 def new_user(who: str) -> str:
