@@ -51,6 +51,8 @@ class ZoneRelay:
         self.on_dropped = on_dropped  # told how many messages were not published (queue full, Redis away)
         self._outbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._closing = threading.Event()
+        self._first_try = threading.Event()  # the reader subscribed, or failed its first try
+        self._listening = False
         self._threads: list[threading.Thread] = []
 
     def publish(self, message: dict[str, Any]) -> None:
@@ -60,12 +62,20 @@ class ZoneRelay:
             return
         self._outbox.put(message)
 
-    def start(self) -> None:
-        """Start the writer and reader threads."""
+    def start(self, timeout: float = 2.0) -> bool:
+        """Start the writer and reader threads; block until Redis confirmed the subscription
+        (at most ``timeout``), so the node announces itself only once it can hear the answers.
+        False when Redis could not be reached yet (the reader keeps trying)."""
         for target, name in ((self._write_loop, "zone-relay-writer"), (self._read_loop, "zone-relay-reader")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        return self._first_try.wait(timeout) and self.listening
+
+    @property
+    def listening(self) -> bool:
+        """Redis confirmed the subscription (and the reader has not lost it since)."""
+        return self._listening
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (bounded by ``timeout``) and stop both threads."""
@@ -119,17 +129,24 @@ class ZoneRelay:
     def _read_loop(self) -> None:
         failures = 0
         while not self._closing.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 pubsub.subscribe(self.channel, self._wake_channel)
-                if failures:
-                    log.info("zone relay: listening on %s again", self.channel)
-                failures = 0
                 while not self._closing.is_set():
                     raw = pubsub.get_message(timeout=0.5)
-                    if raw is not None and raw.get("type") == "message" and not self._closing.is_set():
+                    if raw is None or self._closing.is_set():
+                        continue
+                    if raw["type"] == "message":
                         self._hand_over(raw["data"])
+                    elif raw["type"] == "subscribe" and _text(raw["channel"]) == self.channel:
+                        if failures:
+                            log.info("zone relay: listening on %s again", self.channel)
+                        failures = 0
+                        self._listening = True
+                        self._first_try.set()
             except redis.RedisError as exc:
+                self._listening = False
+                self._first_try.set()
                 if failures == 0:
                     log.warning("zone relay: lost the Redis subscription (%s); retrying", exc)
                 failures += 1
@@ -155,3 +172,7 @@ class ZoneRelay:
             self.deliver(message)
         except Exception:
             log.exception("zone relay: delivering a peer's message failed")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -103,7 +103,8 @@ class Node:
         self.zone = ZoneActor.start(
             self.world, g.view_radius, g.item_respawn_s, CODEC, self.relay, self.settings.cluster.peer_timeout_s
         )
-        self.relay.start()
+        if not await self.loop.run_in_executor(None, self.relay.start):
+            log.warning("zone relay: Redis not reachable yet; other nodes will be heard once it is")
         self.metrics.cluster_peers.set_function(self._peer_count)
         from transport.app import make_app  # import here: app imports the node's collaborators
 
