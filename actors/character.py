@@ -127,12 +127,16 @@ class CharacterActor(TilehallActor):
         self._json_cache: tuple[Any, str, Any, str] = (None, "", None, "")
         self.entity_id = record.character_id
         self.claimed = False  # a session is on its way (Claim): do not stop
+        self.stopping = False  # stop() is queued: refuse claims
         self.debug_status = "detached"
 
     # ---------------------------------------------------------------- sessions
 
     def on_Claim(self, msg: Claim) -> bool:
-        """A new session will attach: do not stop before it does."""
+        """A new session will attach: do not stop before it does. False when this actor has
+        already decided to stop (its stop is queued behind the claim): start a fresh one."""
+        if self.stopping:
+            return False
         self.claimed = True
         return True
 
@@ -367,6 +371,7 @@ class CharacterActor(TilehallActor):
 
     def _stop_if_done(self) -> None:
         if self.session is None and not self.claimed and not self.inflight and self.waiting is None and not self.queue:
+            self.stopping = True
             self.debug_status = "stopping"
             self.stop()
 
