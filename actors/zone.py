@@ -102,22 +102,19 @@ class ZoneActor(TilehallActor):
         cid = msg.view["character_id"]
         old = self.members.get(cid)
         if old is not None:
-            self._vacate(cid, old.position)
-            self._uncell(cid, old.position)
-        member = _Member(msg.view, msg.character, msg.session)
-        self.members[cid] = member
-        self._cell(member.position)[cid] = member
-        self.occupied.setdefault(member.position, cid)
-        self.debug_status = f"{len(self.members)} characters"
+            self._drop(cid, old)
+        member = self._add(cid, _Member(msg.view, msg.character, msg.session))
         msg.session.tell(WorldSnapshotReady(self._snapshot(member.position)))
-        self._tell_peers({"t": "enter", "view": _public(msg.view)})
+        if self._linked():
+            self.link.publish({"t": "enter", "view": _public(msg.view)})
 
     def on_LeaveZone(self, msg: LeaveZone) -> None:
         """A character leaves; its tile is free again."""
         member = self.members.get(msg.character_id)
         if member is not None and member.node is None:
             self._drop(msg.character_id, member)
-            self._tell_peers({"t": "leave", "character_id": msg.character_id})
+            if self._linked():
+                self.link.publish({"t": "leave", "character_id": msg.character_id})
 
     def on_SnapshotFor(self, msg: SnapshotFor) -> None:
         """A fresh snapshot for a resuming session."""
@@ -143,9 +140,7 @@ class ZoneActor(TilehallActor):
         member = self.members.get(msg.character_id)
         if member is None or member.node is not None:
             return
-        self._vacate(msg.character_id, member.position)
-        self._move(msg.character_id, member, msg.position)
-        self.occupied.setdefault(msg.position, msg.character_id)
+        self._relocate(msg.character_id, member, msg.position)
 
     def on_ResolveAbility(self, msg: ResolveAbility) -> None:
         """The target's current view and, for pickup, the item on the tile (taken off the map)."""
@@ -161,7 +156,7 @@ class ZoneActor(TilehallActor):
             )
             if item is not None:
                 del self.items[item.item_id]
-                self._tell_peers({"t": "item", "item_id": item.item_id, "on_map": False})
+                self._tell_peers_item(item.item_id, on_map=False)
                 if self.item_respawn_s > 0:
                     tell_later(self.item_respawn_s, self.actor_ref, RespawnItem(item))
         msg.reply_to.tell(AbilityContext(msg.work_id, target, item))
@@ -169,13 +164,17 @@ class ZoneActor(TilehallActor):
     def on_ReturnItem(self, msg: ReturnItem) -> None:
         """A pickup failed to commit: the item is back on the map."""
         self.items[msg.item.item_id] = msg.item
-        self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
+        self._tell_peers_item(msg.item.item_id, on_map=True)
 
     def on_RespawnItem(self, msg: RespawnItem) -> None:
         """A picked-up item lies on the map again; those who see its tile are told."""
         self.items[msg.item.item_id] = msg.item
         self._announce_item(msg.item)
-        self._tell_peers({"t": "item", "item_id": msg.item.item_id, "on_map": True})
+        self._tell_peers_item(msg.item.item_id, on_map=True)
+
+    def _tell_peers_item(self, item_id: str, on_map: bool) -> None:
+        if self._linked():
+            self.link.publish({"t": "item", "item_id": item_id, "on_map": on_map})
 
     def _announce_item(self, item: ItemSpawn) -> None:
         """An ``item_spawned`` system event (of the world, not of a character) to the sessions
@@ -219,8 +218,9 @@ class ZoneActor(TilehallActor):
         nearby = self._deliver(cid, msg.body_json, new, old, msg.include_self)
         if old is not None and old != new:
             self._tell_presence(member, old, new, nearby)
-        self._tell_peers({"t": "event", "view": _public(msg.view), "body": msg.body_json,
-                          "from": list(old) if old is not None else None, "member": member is not None})
+        if self._linked():
+            self.link.publish({"t": "event", "view": _public(msg.view), "body": msg.body_json,
+                               "from": list(old) if old is not None else None, "member": member is not None})
 
     def _deliver(
         self, cid: str, body_json: str, new: tuple[int, int], old: tuple[int, int] | None, include_self: bool,
@@ -271,8 +271,8 @@ class ZoneActor(TilehallActor):
             self.peers[node] = time.monotonic()
             if kind == "roster":
                 self._apply_roster(node, [_public(v) for v in m["members"]])
-                if first:  # a node we did not know: let it learn ours at once
-                    self._tell_peers(self._roster())
+                if first and self.link is not None:  # a node we did not know: let it learn ours at once
+                    self.link.publish(self._roster())
             elif kind == "bye":
                 self._forget_node(node)
             elif kind == "enter":  # its login event follows and tells the viewers
@@ -296,17 +296,18 @@ class ZoneActor(TilehallActor):
 
     def on_RosterTick(self, msg: RosterTick) -> None:
         """Tell the other nodes who is here; forget the nodes that stopped telling us."""
-        self._tell_peers(self._roster(), always=True)
+        if self.link is not None:
+            self.link.publish(self._roster())
         now = time.monotonic()
         for node, heard in list(self.peers.items()):
             if now - heard > self.peer_timeout_s:
                 log.warning("zone %s: node %s went quiet; its characters leave this node's view", self.entity_id, node)
                 self._forget_node(node)
 
-    def _tell_peers(self, message: dict[str, Any], always: bool = False) -> None:
-        # Alone, a node only announces itself (rosters); events and moves go out once a peer is heard.
-        if self.link is not None and (always or self.peers):
-            self.link.publish(message)
+    def _linked(self) -> bool:
+        """Another node is listening. Alone, a node only announces itself (rosters): checked
+        before a message is built, since events are on every action's path."""
+        return self.link is not None and bool(self.peers)
 
     def _roster(self) -> dict[str, Any]:
         members = [
@@ -338,19 +339,13 @@ class ZoneActor(TilehallActor):
             return
         new = (view["x"], view["y"])
         if member is None:
-            member = _Member(view, None, None, node)
-            self.members[cid] = member
-            self._cell(new)[cid] = member
-            self.occupied.setdefault(new, cid)
+            member = self._add(cid, _Member(view, None, None, node))
             if announce:
                 self._announce(member, new, visible=True)
             return
-        old = member.position
         member.view, member.node = view, node
-        if old != new:
-            self._vacate(cid, old)
-            self._move(cid, member, new)
-            self.occupied.setdefault(new, cid)
+        if member.position != new:
+            self._relocate(cid, member, new)
 
     def _unmirror(self, cid: str) -> None:
         """Drop a remote member; the local sessions that saw it are told (``out_of_view``)."""
@@ -394,6 +389,19 @@ class ZoneActor(TilehallActor):
         return abs(a[0] - b[0]) <= r and abs(a[1] - b[1]) <= r
 
     # ---------------------------------------------------------------- helpers
+
+    def _add(self, cid: str, member: _Member) -> _Member:
+        self.members[cid] = member
+        self._cell(member.position)[cid] = member
+        self.occupied.setdefault(member.position, cid)
+        self.debug_status = f"{len(self.members)} characters"
+        return member
+
+    def _relocate(self, cid: str, member: _Member, position: tuple[int, int]) -> None:
+        """Move a member to ``position``; it holds that tile unless someone already does."""
+        self._vacate(cid, member.position)
+        self._move(cid, member, position)
+        self.occupied.setdefault(position, cid)
 
     def _drop(self, cid: str, member: _Member) -> None:
         del self.members[cid]

@@ -90,8 +90,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
-    if args.players < 0 or args.idle < 0 or args.window < 1 or args.duration <= 0 or args.runs < 1:
-        p.error("players/idle must be >= 0, window >= 1, duration > 0, runs >= 1")
+    if (args.players < 0 or args.idle < 0 or args.window < 1 or args.duration <= 0 or args.runs < 1
+            or args.nodes < 1):
+        p.error("players/idle must be >= 0, window >= 1, duration > 0, runs >= 1, nodes >= 1")
     return args
 
 
@@ -232,7 +233,7 @@ class Bench:
                 self.storage_stats, load["window_start"], load["window_end"])
         finally:
             exits = [await server.stop() for server in servers]
-            result["server_exit"] = next((code for code in exits if code), exits[0] if exits else None)
+            result["server_exit"] = next((code for code in exits if code != 0), 0)  # the first failure
             self._clean_redis(prefix)
         if args.bounds in ("both", "echo"):
             result["echo"] = await self.echo_bound(active)

@@ -52,7 +52,7 @@ class ZoneRelay:
         self._outbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._first_try = threading.Event()  # the reader subscribed, or failed its first try
-        self._listening = False
+        self._listening = False  # Redis confirmed the subscription, not lost since
         self._threads: list[threading.Thread] = []
 
     def publish(self, message: dict[str, Any]) -> None:
@@ -70,12 +70,7 @@ class ZoneRelay:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        return self._first_try.wait(timeout) and self.listening
-
-    @property
-    def listening(self) -> bool:
-        """Redis confirmed the subscription (and the reader has not lost it since)."""
-        return self._listening
+        return self._first_try.wait(timeout) and self._listening
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (bounded by ``timeout``) and stop both threads."""

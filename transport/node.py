@@ -456,8 +456,7 @@ class Node:
         try:
             # Not alive: another node of this process (tests) already stopped every actor.
             if self.storage is not None and self.storage.is_alive():
-                flushed = self.storage.ask(Flush(), block=False)
-                await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(flushed)), timeout=10)
+                await _ask(self.storage, Flush(), timeout=10)
                 await self._acks_delivered(timeout=2.0)
             for sock in list(self.sockets):
                 sock.fail(CloseCode.GOING_AWAY, "shutdown", "the server is shutting down; reconnect shortly")
@@ -490,15 +489,18 @@ def _stop_actors() -> None:
     Dispatcher.shutdown()
 
 
+async def _ask(ref: pykka.ActorRef, message: Any, timeout: float) -> Any:
+    """The actor's answer to ``message``, awaited without blocking the IOLoop. Raises
+    ActorDeadError (it had stopped or stops first), TimeoutError, or what the handler raised."""
+    future = ref.ask(message, block=False)
+    return await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(future)), timeout)
+
+
 async def _ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> None:
     """Tell ``message`` and wait until the actor handled it; a dead, crashing or slow actor
     ends the wait (at most ``timeout`` seconds) without an error."""
     try:
-        future = ref.ask(message, block=False)
-    except pykka.ActorDeadError:
-        return
-    try:
-        await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(future)), timeout)
+        await _ask(ref, message, timeout)
     except Exception as exc:
         log.debug("%s not confirmed by %s: %s", type(message).__name__, ref, exc)
 
@@ -508,11 +510,7 @@ async def _claim(character: pykka.ActorRef) -> bool:
     False when it had stopped. A character too busy to answer within CLAIM_TIMEOUT_S fails the
     login (TimeoutError) rather than risk a second actor writing the same character."""
     try:
-        future = character.ask(Claim(), block=False)
-    except pykka.ActorDeadError:
-        return False
-    try:
-        return bool(await asyncio.wait_for(asyncio.wrap_future(_as_concurrent(future)), CLAIM_TIMEOUT_S))
+        return bool(await _ask(character, Claim(), CLAIM_TIMEOUT_S))
     except pykka.ActorDeadError:
         return False
 
