@@ -38,6 +38,7 @@ __all__ = [
     "find_actor",
     "live_actors",
     "runtime_kind",
+    "tell_if_alive",
 ]
 
 
@@ -183,3 +184,15 @@ def find_actor(urn: str) -> pykka.Actor | None:
     """The registered actor with this URN, or None."""
     ref = ActorRegistry.get_by_urn(urn)
     return None if ref is None else ref._actor_weakref()
+
+
+def tell_if_alive(ref: pykka.ActorRef, message: Any) -> bool:
+    """Tell ``message`` to ``ref``; False (nothing raised) when that actor has stopped.
+
+    The one place a stopped receiver is tolerated: a reply to an actor that ended first must
+    never crash the sender (Pykka raises ``ActorDeadError`` from ``tell``)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True

@@ -32,6 +32,19 @@ class CharacterRecord:
     version: int
 
 
+PUBLIC_FIELDS = ("character_id", "display_name", "x", "y", "health", "max_health")
+"""What any node, observer or ``GET /api/characters/{id}`` may show of a character (nothing
+private: no user id, inventory or stats)."""
+
+
+def public_view(source: Any) -> dict[str, Any]:
+    """The public fields of a character, from a mapping or an object with those attributes
+    (a KeyError/AttributeError when one is missing)."""
+    if isinstance(source, dict):
+        return {k: source[k] for k in PUBLIC_FIELDS}
+    return {k: getattr(source, k) for k in PUBLIC_FIELDS}
+
+
 _COLUMNS = (
     "character_id::text, user_id, display_name, position_x AS x, position_y AS y, health, "
     "max_health, inventory_json, stats_json, last_action_seq, version"
