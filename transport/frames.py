@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,17 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_core import from_json
+
+from actors.vocabulary import (  # noqa: F401  (re-exported: the frames speak this vocabulary)
+    CLIENT_ACTION_TYPES,
+    CLIENT_FRAME_TYPES,
+    ERROR_CLOSE_CODES,
+    EVENT_ACTION_TYPES,
+    SYSTEM_EVENT_KINDS,
+    CloseCode,
+    ErrorCode,
+    KickReason,
+)
 
 # PostgreSQL bigint: a sequence number above this could never be stored.
 MAX_SEQ = 2**63 - 1
@@ -41,96 +51,10 @@ Token = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 ReconnectTokenStr = Annotated[str, StringConstraints(min_length=16, max_length=128)]
 ShortId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
-CLIENT_FRAME_TYPES = ("hello", "resume", "action", "ping", "reauth", "logout")
-CLIENT_ACTION_TYPES = ("move", "chat", "ability")
-EVENT_ACTION_TYPES = ("move", "chat", "ability", "system")
-SYSTEM_EVENT_KINDS = (
-    "login",
-    "logout",
-    "defeated",
-    "respawn",
-    "damage",
-    "heal",
-    "in_view",
-    "out_of_view",
-)
-
 # Longest piece of client input or field path echoed back in an error message.
 _ECHO_MAX = 40
 _FIELD_MAX = 100
 _MESSAGE_MAX = 240
-
-
-class CloseCode(IntEnum):
-    """WebSocket close codes of protocol v1 (DESIGN section 4, docs/protocol.md)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    POLICY = 1008
-    TOO_LARGE = 1009
-    INTERNAL = 1011
-    VERSION_MISMATCH = 4000
-    BAD_TOKEN = 4001
-    TOKEN_EXPIRED = 4002
-    CHARACTER_NOT_OWNED = 4003
-    RECONNECT_INVALID = 4004
-    IDLE_TIMEOUT = 4008
-    SESSION_REPLACED = 4009
-    TOO_MANY = 4029
-
-
-class ErrorCode(StrEnum):
-    """``error.code`` values; :data:`ERROR_CLOSE_CODES` says which close follows a fatal one."""
-
-    BAD_FRAME = "bad_frame"
-    HELLO_REQUIRED = "hello_required"
-    UNEXPECTED_FRAME = "unexpected_frame"
-    VERSION_MISMATCH = "version_mismatch"
-    BAD_TOKEN = "bad_token"
-    TOKEN_EXPIRED = "token_expired"
-    CHARACTER_NOT_OWNED = "character_not_owned"
-    RECONNECT_INVALID = "reconnect_invalid"
-    IDLE_TIMEOUT = "idle_timeout"
-    TOO_MANY_FRAMES = "too_many_frames"
-    TOO_MANY_RECONNECTS = "too_many_reconnects"
-    FRAME_TOO_LARGE = "frame_too_large"
-    MALFORMED_BUDGET = "too_many_bad_frames"
-    UNAVAILABLE = "unavailable"
-    INTERNAL = "internal"
-
-
-class KickReason(StrEnum):
-    """``kicked.reason`` values: the server ends a session that did nothing wrong."""
-
-    SESSION_REPLACED = "session_replaced"
-    SHUTDOWN = "shutdown"
-    LOGOUT = "logout"
-
-
-# The close that follows an error/kick with this code when it ends the session. bad_frame and
-# unexpected_frame end a session only before it is active; afterwards they are answered and
-# counted, and past the malformed budget the server sends too_many_bad_frames instead.
-# unavailable ends a session only during hello/resume (an action gets reject "unavailable").
-ERROR_CLOSE_CODES: dict[str, CloseCode] = {
-    ErrorCode.BAD_FRAME: CloseCode.POLICY,
-    ErrorCode.UNEXPECTED_FRAME: CloseCode.POLICY,
-    ErrorCode.UNAVAILABLE: CloseCode.INTERNAL,
-    ErrorCode.HELLO_REQUIRED: CloseCode.POLICY,
-    ErrorCode.VERSION_MISMATCH: CloseCode.VERSION_MISMATCH,
-    ErrorCode.BAD_TOKEN: CloseCode.BAD_TOKEN,
-    ErrorCode.TOKEN_EXPIRED: CloseCode.TOKEN_EXPIRED,
-    ErrorCode.CHARACTER_NOT_OWNED: CloseCode.CHARACTER_NOT_OWNED,
-    ErrorCode.RECONNECT_INVALID: CloseCode.RECONNECT_INVALID,
-    ErrorCode.IDLE_TIMEOUT: CloseCode.IDLE_TIMEOUT,
-    ErrorCode.TOO_MANY_FRAMES: CloseCode.TOO_MANY,
-    ErrorCode.TOO_MANY_RECONNECTS: CloseCode.TOO_MANY,
-    ErrorCode.FRAME_TOO_LARGE: CloseCode.TOO_LARGE,
-    ErrorCode.MALFORMED_BUDGET: CloseCode.POLICY,
-    ErrorCode.INTERNAL: CloseCode.INTERNAL,
-    KickReason.SESSION_REPLACED: CloseCode.SESSION_REPLACED,
-    KickReason.SHUTDOWN: CloseCode.GOING_AWAY,
-    KickReason.LOGOUT: CloseCode.NORMAL,
-}
 
 
 # --------------------------------------------------------------------------- client frames
