@@ -1,4 +1,4 @@
-"""The pooled actor runtime and the actor base classes (actors/runtime.py, actors/base.py)."""
+"""The pooled actor runtime and the actor base classes (actors/runtime/, actors/base.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from actors.runtime import (
     BlockingInPoolError,
     Dispatcher,
     TilehallFuture,
+    ask_async,
     runtime_kind,
     stop_future,
 )
@@ -396,6 +397,65 @@ def test_awaiting_a_future_on_an_asyncio_loop_does_not_block_it():
 
     with pytest.raises(ValueError, match="boom"):
         asyncio.run(asyncio.wait_for(failing(), WAIT))
+
+
+def test_ask_async_awaits_the_answer_without_blocking_the_loop():
+    ref = Recorder.start()
+    gate, entered = threading.Event(), threading.Event()
+    ref.tell(Block(gate, entered))
+    assert entered.wait(WAIT)
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.ensure_future(ask_async(ref, Ping(21), timeout=WAIT))
+        ticks = 0
+        while ticks < 20:  # the actor is busy: the loop keeps running meanwhile
+            ticks += 1
+            await asyncio.sleep(0)
+        assert not task.done()
+        gate.set()
+        return await task, ticks
+
+    value, ticks = asyncio.run(main())
+    assert value == 42 and ticks == 20
+
+
+def test_ask_async_raises_what_the_handler_raised_and_actor_dead_error():
+    ref = Recorder.start()
+    with pytest.raises(ValueError, match="boom"):
+        asyncio.run(ask_async(ref, Boom(), timeout=WAIT))
+    assert asyncio.run(ask_async(ref, Ping(1), timeout=WAIT)) == 2  # it lives on
+    ref.stop(timeout=WAIT)
+    with pytest.raises(ActorDeadError):
+        asyncio.run(ask_async(ref, Ping(2), timeout=WAIT))
+
+
+def test_ask_async_times_out_and_a_late_answer_is_dropped():
+    ref = Recorder.start()
+    gate, entered = threading.Event(), threading.Event()
+    ref.tell(Block(gate, entered))
+    assert entered.wait(WAIT)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await ask_async(ref, Ping(3), timeout=0.05)
+        gate.set()
+        # The message was still handled; the next ask is answered normally.
+        assert await ask_async(ref, Ping(4), timeout=WAIT) == 8
+
+    asyncio.run(main())
+    assert ref.proxy().got.get(timeout=WAIT) == [3, 4]
+
+
+def test_ask_async_works_on_a_dedicated_thread_actor_and_refuses_plain_pykka():
+    ref = Blocking.start(Recorder.start())
+    value, name = asyncio.run(ask_async(ref, Ping(5), timeout=WAIT))
+    assert value == 10 and not name.startswith("tilehall-pool-")
+    plain = pykka.ThreadingActor.start()
+    try:
+        with pytest.raises(TypeError):
+            asyncio.run(ask_async(plain, Ping(6), timeout=WAIT))
+    finally:
+        plain.stop(timeout=WAIT)
 
 
 def test_stop_future_is_callback_capable():
