@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from actors.world_map import build_tmj
+from config.maps.tiled_authoring import build_tmj
 
 WIDTH, HEIGHT, TILE = 256, 256, 32
 SPAWN_STEP = 8

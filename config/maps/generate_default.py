@@ -11,7 +11,7 @@ import random
 from collections import deque
 from pathlib import Path
 
-from actors.world_map import build_tmj
+from config.maps.tiled_authoring import build_tmj
 
 WIDTH, HEIGHT, TILE = 40, 30, 32
 
