@@ -13,6 +13,8 @@ from typing import Any
 
 import pykka
 
+from actors.base import tell_if_alive
+
 
 class TimerHandle:
     """A scheduled tell; :meth:`cancel` prevents it if it has not fired yet."""
@@ -52,10 +54,7 @@ class _Scheduler:
                     self._cond.wait(timeout)
                 _, _, handle, ref, message = heapq.heappop(self._heap)
             if not handle.cancelled:
-                try:
-                    ref.tell(message)
-                except pykka.ActorDeadError:
-                    pass
+                tell_if_alive(ref, message)
 
 
 _scheduler = _Scheduler()

@@ -192,16 +192,10 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    """Delegate to the benchmark driver in bench/ (a source checkout's, next to transport/)."""
-    from pathlib import Path
+    """Delegate to the benchmark driver, the installed ``bench`` package."""
+    # Imported here: the driver is heavy and needs the test extra (psutil); other commands don't.
+    from bench.loadgen import main as bench_main
 
-    root = Path(__file__).resolve().parent.parent
-    if (root / "bench" / "loadgen.py").is_file() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        from bench.loadgen import main as bench_main
-    except ImportError as exc:
-        raise _UsageError(f"the benchmark runs from a source checkout (bench/ not found: {exc})") from None
     return bench_main(args.bench_args)
 
 
