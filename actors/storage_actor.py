@@ -27,8 +27,8 @@ from actors.messages import (
     StoredAnswer,
 )
 from config.settings import Settings
-from storage import characters
-from storage.actions import VersionConflict, commit_batch
+from storage.postgres import characters
+from storage.postgres.actions import VersionConflict, commit_batch
 
 log = logging.getLogger(__name__)
 

@@ -283,7 +283,7 @@ class Bench:
 
     def prepare_database(self, index: int) -> list[tuple[str, str]]:
         """A fresh migrated bench database with every character placed; [(user_id, character_id)]."""
-        from storage import migrate
+        from storage.postgres import migrate
 
         args = self.args
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -331,7 +331,7 @@ class Bench:
 
     def insert_bound(self, characters: list[tuple[str, str]], batch: int) -> dict[str, Any]:
         """Bare batched COPY of action_event rows like the run's: rows/s, one commit per batch."""
-        from storage.actions import EventRow, commit_batch
+        from storage.postgres.actions import EventRow, commit_batch
 
         duration = self.args.bound_duration
         chars = characters or [("bench-0", str(uuid.uuid4()))]
