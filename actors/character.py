@@ -52,8 +52,8 @@ from actors.profile import Inventory, Stats, dump_checked, load_checked
 from actors.timers import tell_later
 from actors.world_map import ItemSpawn, WorldMap
 from config.settings import Settings
-from storage.actions import CharacterWrite, EventRow
-from storage.characters import CharacterRecord
+from storage.postgres.actions import CharacterWrite, EventRow
+from storage.postgres.characters import CharacterRecord
 
 log = logging.getLogger(__name__)
 

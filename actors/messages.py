@@ -14,7 +14,7 @@ from typing import Any
 import pykka
 
 from actors.world_map import ItemSpawn
-from storage.actions import CharacterWrite, EventRow
+from storage.postgres.actions import CharacterWrite, EventRow
 
 # ------------------------------------------------------------------ to the SessionActor
 
@@ -301,7 +301,7 @@ class DeliverEffect:
 
 @dataclass(frozen=True, slots=True)
 class FromPeer:
-    """A message from the same zone on another node (see ``storage.zone_relay``)."""
+    """A message from the same zone on another node (see ``storage.relay.zone_relay``)."""
 
     message: dict[str, Any]
 

@@ -54,7 +54,7 @@ class SessionHooks(Protocol):
 
 
 class ZoneLink(Protocol):
-    """The zone's line to the other nodes of the cluster (``storage.zone_relay`` implements it)."""
+    """The zone's line to the other nodes of the cluster (``storage.relay.zone_relay`` implements it)."""
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the other nodes' ZoneActors; returns at once, may be lost."""

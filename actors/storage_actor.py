@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from actors.base import DedicatedThreadActor
+from actors.base import DedicatedThreadActor, tell_if_alive
 from actors.messages import (
     AuditSession,
     Flush,
@@ -26,14 +26,12 @@ from actors.messages import (
     PersistFailed,
     StoredAnswer,
 )
+from actors.vocabulary import RejectCode
 from config.settings import Settings
-from storage import characters
-from storage.actions import VersionConflict, commit_batch
+from storage.postgres.actions import VersionConflict, action_landed, commit_batch, find_action
+from storage.postgres.audit import close_audit, open_audit
 
 log = logging.getLogger(__name__)
-
-UNAVAILABLE = "unavailable"
-CONFLICT = "conflict"
 
 
 class StorageActor(DedicatedThreadActor):
@@ -71,12 +69,13 @@ class StorageActor(DedicatedThreadActor):
         """Find an old action in the log (a duplicate seq from a previous session)."""
         try:
             with self.pool.connection(timeout=self.commit_timeout_s) as conn:
-                found = characters.find_action(conn, msg.character_id, msg.seq)
+                found = find_action(conn, msg.character_id, msg.seq)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             log.warning("lookup of seq %s failed: %s", msg.seq, exc)
             found = None
-        msg.reply_to.tell(
-            StoredAnswer(msg.seq, found.action_id if found else None, found.persisted_at if found else None)
+        tell_if_alive(
+            msg.reply_to,
+            StoredAnswer(msg.seq, found.action_id if found else None, found.persisted_at if found else None),
         )
 
     def on_AuditSession(self, msg: AuditSession) -> None:
@@ -84,18 +83,15 @@ class StorageActor(DedicatedThreadActor):
         try:
             with self.pool.connection(timeout=self.commit_timeout_s) as conn:
                 if not msg.ended:
-                    conn.execute(
-                        "INSERT INTO session_audit (session_id, user_id, character_id, protocol_version,"
-                        " node_id, last_action_seq) VALUES (%s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (session_id) DO NOTHING",
-                        (msg.session_id, msg.user_id, msg.character_id, msg.protocol_version,
-                         msg.node_id, msg.last_action_seq),
+                    open_audit(
+                        conn, session_id=msg.session_id, user_id=msg.user_id,
+                        character_id=msg.character_id, protocol_version=msg.protocol_version,
+                        node_id=msg.node_id, last_action_seq=msg.last_action_seq,
                     )
                 else:
-                    conn.execute(
-                        "UPDATE session_audit SET ended_at = now(), end_reason = %s, reconnects = %s,"
-                        " last_action_seq = %s WHERE session_id = %s",
-                        (msg.end_reason, msg.reconnects, msg.last_action_seq, msg.session_id),
+                    close_audit(
+                        conn, session_id=msg.session_id, end_reason=msg.end_reason,
+                        reconnects=msg.reconnects, last_action_seq=msg.last_action_seq,
                     )
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             log.warning("session audit for %s not written: %s", msg.session_id, exc)
@@ -121,7 +117,7 @@ class StorageActor(DedicatedThreadActor):
             return
         started = time.monotonic()
         self.debug_status = f"committing {len(works)}"
-        failed: dict[int, tuple[str, str]] = {}
+        failed: dict[int, tuple[RejectCode, str]] = {}
         pending = works
         persisted_at = dt.datetime.now(dt.UTC)
         deadline = started + self.commit_timeout_s
@@ -133,12 +129,12 @@ class StorageActor(DedicatedThreadActor):
                 # Fail only the conflicting characters' work; retry the rest at once.
                 for w in pending:
                     if w.write is not None and w.write.character_id in exc.character_ids:
-                        failed[w.work_id] = (CONFLICT, "another writer changed this character")
+                        failed[w.work_id] = (RejectCode.CONFLICT, "another writer changed this character")
                 pending = [w for w in pending if w.work_id not in failed]
             except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
                 log.warning("commit of %d works failed: %s", len(pending), exc)
                 for w in pending:
-                    failed[w.work_id] = (UNAVAILABLE, "the database is unavailable; try again")
+                    failed[w.work_id] = (RejectCode.UNAVAILABLE, "the database is unavailable; try again")
                 pending = []
         elapsed = time.monotonic() - started
         self.debug_status = "idle"
@@ -150,9 +146,9 @@ class StorageActor(DedicatedThreadActor):
         for w in works:
             if w.work_id in failed:
                 code, message = failed[w.work_id]
-                w.reply_to.tell(PersistFailed(w.work_id, code, message))
+                tell_if_alive(w.reply_to, PersistFailed(w.work_id, code, message))
             else:
-                w.reply_to.tell(Persisted(w.work_id, persisted_at))
+                tell_if_alive(w.reply_to, Persisted(w.work_id, persisted_at))
         if self.observer is not None:
             self.observer.on_batch(len(works), elapsed, committed)
 
@@ -179,10 +175,6 @@ class StorageActor(DedicatedThreadActor):
     def _landed(self, action_id: str, persisted_at: dt.datetime, deadline: float) -> bool:
         try:
             with self.pool.connection(timeout=max(0.05, deadline - time.monotonic())) as conn:
-                row = conn.execute(
-                    "SELECT 1 FROM action_event WHERE action_id = %s AND persisted_at = %s",
-                    (action_id, persisted_at),
-                ).fetchone()
+                return action_landed(conn, action_id, persisted_at)
         except (psycopg.Error, psycopg_pool.PoolTimeout):
             return False
-        return row is not None

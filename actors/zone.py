@@ -9,7 +9,7 @@ would otherwise cost every event a scan of all of them).
 
 Several nodes can serve one zone (DESIGN section 8). Each node's ZoneActor holds its own
 characters as *local* members and mirrors the other nodes' characters as *remote* members, learnt
-from the zone link (``storage.zone_relay``): rosters, enter/leave, committed events and ability
+from the zone link (``storage.relay.zone_relay``): rosters, enter/leave, committed events and ability
 effects. Remote members stand on tiles (a local move onto one is ``occupied``), appear in
 snapshots, can be targeted, and their events reach the local sessions that see them. A remote
 tile is known once its commit landed on the other node, so two nodes can grant the same tile

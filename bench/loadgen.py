@@ -181,6 +181,8 @@ class Bench:
 
     def machine(self) -> dict[str, Any]:
         """nproc, CPU model, memory, PostgreSQL version and durability settings."""
+        from storage.postgres.admin import server_settings
+
         cpu = "unknown"
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -192,8 +194,8 @@ class Bench:
         pg: dict[str, str] = {}
         try:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method"):
-                    pg[name] = conn.execute(f"SHOW {name}").fetchone()[0]
+                pg.update(server_settings(
+                    conn, ("server_version", "synchronous_commit", "fsync", "wal_sync_method")))
         except psycopg.Error as exc:
             pg["error"] = str(exc)
         return {
@@ -283,13 +285,13 @@ class Bench:
 
     def prepare_database(self, index: int) -> list[tuple[str, str]]:
         """A fresh migrated bench database with every character placed; [(user_id, character_id)]."""
-        from storage import migrate
+        from storage.postgres import migrate
+        from storage.postgres.admin import recreate_database
+        from storage.postgres.characters import seed_characters
 
         args = self.args
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            name = self.args.database_name
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
+            recreate_database(conn, self.args.database_name)
         migrate.migrate(self.db_url)
         positions = place_players(args.players, args.idle, seed=index)
         rows = []
@@ -299,28 +301,25 @@ class Bench:
             cid = str(uuid.uuid4())
             rows.append((cid, user, user[:32], x, y, 100, 100, '{"max_health": 100}'))
             out.append((user, cid))
-        with psycopg.connect(self.db_url) as conn, conn.cursor() as cur:
-            with cur.copy("COPY character_profile (character_id, user_id, display_name, position_x,"
-                          " position_y, health, max_health, stats_json) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with psycopg.connect(self.db_url) as conn:
+            seed_characters(conn, rows)
         return out
 
     def checkpoints(self) -> int:
         """PostgreSQL checkpoints so far (others' CREATE/DROP DATABASE force them: noise)."""
+        from storage.postgres.admin import checkpoint_count
+
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            return sum(conn.execute(
-                "SELECT checkpoints_timed, checkpoints_req FROM pg_stat_bgwriter").fetchone())
+            return checkpoint_count(conn)
 
     def storage_stats(self, start: float, end: float) -> dict[str, Any]:
         """Rows committed in the window, commits (distinct persisted_at) and the mean batch."""
         t0 = dt.datetime.fromtimestamp(start, dt.UTC)
         t1 = dt.datetime.fromtimestamp(end, dt.UTC)
+        from storage.postgres.actions import commit_stats
+
         with psycopg.connect(self.db_url) as conn:
-            rows, commits, actions = conn.execute(
-                "SELECT count(*), count(DISTINCT persisted_at), count(sequence_number)"
-                " FROM action_event WHERE persisted_at >= %s AND persisted_at < %s", (t0, t1)
-            ).fetchone()
+            rows, commits, actions = commit_stats(conn, t0, t1)
         return {
             "rows": rows,
             "action_rows": actions,
@@ -331,7 +330,7 @@ class Bench:
 
     def insert_bound(self, characters: list[tuple[str, str]], batch: int) -> dict[str, Any]:
         """Bare batched COPY of action_event rows like the run's: rows/s, one commit per batch."""
-        from storage.actions import EventRow, commit_batch
+        from storage.postgres.actions import EventRow, commit_batch
 
         duration = self.args.bound_duration
         chars = characters or [("bench-0", str(uuid.uuid4()))]

@@ -21,8 +21,8 @@ import redis
 from nodes import LiveServer, make_settings
 
 from config.settings import Settings
-from storage import migrate
 from storage.embedded import start_embedded_postgres, start_embedded_redis
+from storage.postgres import migrate
 
 
 def _with_dbname(url: str, dbname: str) -> str:

@@ -20,7 +20,8 @@ from psycopg.types.json import Jsonb
 from waiting import poll
 from wsclient import WSClient, login
 
-from storage.profile_cache import PUBLIC_FIELDS, ProfileCache
+from storage.postgres.characters import PUBLIC_FIELDS
+from storage.redis.profile_cache import ProfileCache
 from transport.auth import issue_dev_token
 from transport.metrics import Metrics
 

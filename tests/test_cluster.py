@@ -25,7 +25,7 @@ from waiting import poll, wait_until
 from wsclient import Frame, Predicate, WSClient, login
 
 from actors.world_map import load_map
-from storage.profile_cache import public_view
+from storage.postgres.characters import public_view
 from transport.auth import issue_dev_token
 
 GAME = {"view_radius": 64}  # the whole 40x30 default map is in everyone's view

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from config.settings import SettingsError, load_settings
-from storage import migrate, partitions
+from storage.postgres import migrate, partitions
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -105,7 +105,7 @@ def test_concurrent_migrations_leave_one_schema(make_database) -> None:
 
 def test_concurrent_migrations_from_two_processes(make_database) -> None:
     url = make_database(migrated=False)
-    code = "import sys; from storage import migrate; print(migrate.migrate(sys.argv[1]))"
+    code = "import sys; from storage.postgres import migrate; print(migrate.migrate(sys.argv[1]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
     assert [p.returncode for p in procs] == [0, 0]

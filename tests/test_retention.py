@@ -19,7 +19,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from config.settings import Settings
-from storage import partitions, retention
+from storage.postgres import archive, partitions, retention
 
 TODAY = dt.datetime.now(dt.UTC).date()
 OLD = [40, 35, 31]  # days ago: past the 30-day retention
@@ -112,9 +112,9 @@ def _attached(url: str) -> set[dt.date]:
 
 
 def _assert_archived(archive_dir: Path, day: dt.date, expected: tuple[int, str]) -> None:
-    path = retention.archive_path(archive_dir, day)
+    path = archive.archive_path(archive_dir, day)
     assert _digest(_archive_rows(path)) == expected
-    recorded, name = retention.checksum_path(path).read_text().split()
+    recorded, name = archive.checksum_path(path).read_text().split()
     assert name == path.name
     assert recorded == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -128,7 +128,7 @@ def test_old_partitions_are_archived_then_dropped(seeded, settings: Settings) ->
     assert _attached(url) == {_day(KEPT)}
     for days_ago in OLD:
         _assert_archived(settings.retention.archive_dir, _day(days_ago), before[_day(days_ago)])
-        assert not retention.archive_path(settings.retention.archive_dir, _day(KEPT)).exists()
+        assert not archive.archive_path(settings.retention.archive_dir, _day(KEPT)).exists()
     with psycopg.connect(url) as conn:
         assert _digest(_db_rows(conn, _day(KEPT))) == before[_day(KEPT)]
         assert conn.execute("SELECT count(*) FROM action_event").fetchone()[0] == 3
@@ -147,7 +147,7 @@ def test_old_partitions_are_archived_then_dropped(seeded, settings: Settings) ->
 def test_archive_lines_are_ordered_and_hold_every_column(seeded, settings: Settings) -> None:
     url, _ = seeded
     retention.run_retention(url, settings, today=TODAY)
-    rows = _archive_rows(retention.archive_path(settings.retention.archive_dir, _day(35)))
+    rows = _archive_rows(archive.archive_path(settings.retention.archive_dir, _day(35)))
     assert set(rows[0]) == {
         "action_id", "user_id", "character_id", "sequence_number", "action_type", "payload_json", "persisted_at",
     }
@@ -179,7 +179,7 @@ def test_crash_between_export_and_drop_then_rerun(seeded, settings: Settings, tm
         """
         import datetime, os, sys
         from config.settings import load_settings
-        from storage import retention
+        from storage.postgres import retention
 
         def crash(conn, name):
             os._exit(41)  # no cleanup, no rollback sent: the connection just dies
@@ -202,14 +202,14 @@ def test_crash_between_export_and_drop_then_rerun(seeded, settings: Settings, tm
     with psycopg.connect(url) as conn:
         assert _digest(_db_rows(conn, first)) == before[first]
     _assert_archived(archive_dir, first, before[first])  # exported and renamed before the "crash"
-    archived_bytes = retention.archive_path(archive_dir, first).read_bytes()
+    archived_bytes = archive.archive_path(archive_dir, first).read_bytes()
 
     report = retention.run_retention(url, settings, today=TODAY)
 
     assert [(p.day, p.action) for p in report.dropped] == [
         (_day(40), retention.REUSED), (_day(35), retention.ARCHIVED), (_day(31), retention.ARCHIVED),
     ]
-    assert retention.archive_path(archive_dir, first).read_bytes() == archived_bytes
+    assert archive.archive_path(archive_dir, first).read_bytes() == archived_bytes
     assert _attached(url) == {_day(KEPT)}
     for days_ago in OLD:
         _assert_archived(archive_dir, _day(days_ago), before[_day(days_ago)])
@@ -230,7 +230,7 @@ def _tear(path: Path, url: str) -> None:
 
 
 def _garble_checksum(path: Path, url: str) -> None:
-    retention.checksum_path(path).write_text("0" * 64 + "  " + path.name + "\n")
+    archive.checksum_path(path).write_text("0" * 64 + "  " + path.name + "\n")
 
 
 def _change_a_row(path: Path, url: str) -> None:
@@ -243,7 +243,7 @@ def _change_a_row(path: Path, url: str) -> None:
 
 
 def _lose_checksum(path: Path, url: str) -> None:
-    retention.checksum_path(path).unlink()  # as if the crash came between the two renames
+    archive.checksum_path(path).unlink()  # as if the crash came between the two renames
 
 
 def _add_a_row(path: Path, url: str) -> None:
@@ -267,7 +267,7 @@ def test_rerun_repairs_a_leftover_archive(
     url, _ = seeded
     archive_dir = settings.retention.archive_dir
     _crash_on_drop(monkeypatch, url, settings)
-    path = retention.archive_path(archive_dir, _day(40))
+    path = archive.archive_path(archive_dir, _day(40))
     leftover = path.read_bytes()
     damage(path, url)
     with psycopg.connect(url) as conn:
@@ -290,7 +290,7 @@ def test_stale_temp_files_are_cleaned(seeded, settings: Settings) -> None:
     url, before = seeded
     archive_dir = settings.retention.archive_dir
     archive_dir.mkdir(parents=True)
-    stale = archive_dir / f".{retention.archive_path(archive_dir, _day(40)).name}.999.tmp"
+    stale = archive_dir / f".{archive.archive_path(archive_dir, _day(40)).name}.999.tmp"
     stale.write_bytes(b"half an export")
     retention.run_retention(url, settings, today=TODAY)
     assert not stale.exists()

@@ -27,7 +27,7 @@ from waiting import async_wait_until
 from wsclient import WSClient, answer_to, is_type, login
 
 from config.version import SERVER_VERSION
-from storage.leases import Holder, SessionLeases
+from storage.redis.leases import Holder, SessionLeases
 from transport.auth import issue_dev_token
 
 Frame = dict[str, Any]

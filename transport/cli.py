@@ -54,8 +54,8 @@ def _operational_errors() -> tuple[type[BaseException], ...]:
     import psycopg
     import psycopg_pool
 
-    from storage.db import UnsafeDurability
-    from storage.retention import RetentionError
+    from storage.postgres.db import UnsafeDurability
+    from storage.postgres.retention import RetentionError
 
     return (psycopg.Error, psycopg_pool.PoolTimeout, OSError, RetentionError, UnsafeDurability)
 
@@ -162,7 +162,7 @@ def _with_database(settings: Settings, fn: Callable[[str], int]) -> int:
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     """``db migrate`` applies pending migrations; ``db status`` lists them."""
-    from storage import migrate
+    from storage.postgres import migrate
 
     def run(url: str) -> int:
         if args.action == "migrate":
@@ -181,7 +181,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     """Archive and drop every daily partition older than the retention period."""
-    from storage import retention
+    from storage.postgres import retention
 
     def run(url: str) -> int:
         report = retention.run_retention(url, settings, dry_run=args.dry_run)

@@ -29,14 +29,14 @@ from actors.storage_actor import StorageActor
 from actors.world_map import load_map
 from actors.zone import ZoneActor
 from config.settings import Settings
-from storage import db, migrate, partitions, retention
-from storage.characters import load_character, load_or_create_character
 from storage.embedded import EmbeddedServices, start_missing
-from storage.leases import LEASE_REFRESH_S, Holder, SessionLeases
-from storage.profile_cache import ProfileCache
-from storage.reconnect_tokens import ReconnectTokens
-from storage.redis_store import open_redis, redis_ready
-from storage.zone_relay import ZoneRelay
+from storage.postgres import db, migrate, partitions, retention
+from storage.postgres.characters import load_character, load_or_create_character
+from storage.redis.client import open_redis, redis_ready
+from storage.redis.leases import LEASE_REFRESH_S, Holder, SessionLeases
+from storage.redis.profile_cache import ProfileCache
+from storage.redis.reconnect_tokens import ReconnectTokens
+from storage.relay.zone_relay import ZoneRelay
 from transport.auth import Identity, TokenVerifier
 from transport.frames import CODEC, CloseCode
 from transport.metrics import Metrics

@@ -31,7 +31,7 @@ from actors.messages import (
     MalformedAction,
 )
 from config.version import SERVER_VERSION
-from storage.characters import CharacterNotOwned
+from storage.postgres.characters import CharacterNotOwned
 from transport.auth import AuthError
 from transport.frames import CloseCode, FrameError, parse_client_frame, pong_json, server_frame_json
 

@@ -1,9 +1,9 @@
-"""CharacterProfile rows: load, create on first login, and the lookup of an answered action."""
+"""CharacterProfile rows: load, create on first login, and the public view of a character."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,20 +104,13 @@ def load_or_create_character(
     return CharacterRecord(**row), True
 
 
-@dataclass(frozen=True)
-class StoredAction:
-    """An action found in the durable log (to re-ack a duplicate after a restart)."""
-
-    action_id: str
-    sequence_number: int
-    persisted_at: dt.datetime
-
-
-def find_action(conn: psycopg.Connection, character_id: str, seq: int) -> StoredAction | None:
-    """The persisted action with this character's sequence number, if any."""
-    row = conn.execute(
-        "SELECT action_id::text, sequence_number, persisted_at FROM action_event "
-        "WHERE character_id = %s AND sequence_number = %s LIMIT 1",
-        (character_id, seq),
-    ).fetchone()
-    return StoredAction(*row) if row else None
+def seed_characters(conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """COPY new characters in bulk (the benchmark's players) and commit. Each row is
+    (character_id, user_id, display_name, x, y, health, max_health, stats_json text)."""
+    with conn.cursor() as cur, cur.copy(
+        "COPY character_profile (character_id, user_id, display_name, position_x,"
+        " position_y, health, max_health, stats_json) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()

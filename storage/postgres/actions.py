@@ -1,4 +1,5 @@
-"""The group commit: many ActionEvent rows and one UPDATE per touched character, one transaction."""
+"""The ``action_event`` log: the group commit (many ActionEvent rows and one UPDATE per touched
+character, one transaction) and the lookups of actions already stored."""
 
 from __future__ import annotations
 
@@ -125,3 +126,42 @@ def commit_batch(
                 missing = {w.character_id for w in writes} - updated
                 if missing:
                     raise VersionConflict(missing)
+
+
+@dataclass(frozen=True)
+class StoredAction:
+    """An action found in the durable log (to re-ack a duplicate after a restart)."""
+
+    action_id: str
+    sequence_number: int
+    persisted_at: dt.datetime
+
+
+def find_action(conn: psycopg.Connection, character_id: str, seq: int) -> StoredAction | None:
+    """The persisted action with this character's sequence number, if any."""
+    row = conn.execute(
+        "SELECT action_id::text, sequence_number, persisted_at FROM action_event "
+        "WHERE character_id = %s AND sequence_number = %s LIMIT 1",
+        (character_id, seq),
+    ).fetchone()
+    return StoredAction(*row) if row else None
+
+
+def action_landed(conn: psycopg.Connection, action_id: str, persisted_at: dt.datetime) -> bool:
+    """True when the row of ``action_id`` persisted at ``persisted_at`` is in the log (a batch
+    whose COMMIT lost its connection may still have landed)."""
+    row = conn.execute(
+        "SELECT 1 FROM action_event WHERE action_id = %s AND persisted_at = %s",
+        (action_id, persisted_at),
+    ).fetchone()
+    return row is not None
+
+
+def commit_stats(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> tuple[int, int, int]:
+    """(rows, commits, action rows) persisted in [start, end): a commit is a distinct
+    ``persisted_at``, an action row one with a sequence number (not a system event)."""
+    return conn.execute(
+        "SELECT count(*), count(DISTINCT persisted_at), count(sequence_number)"
+        " FROM action_event WHERE persisted_at >= %s AND persisted_at < %s",
+        (start, end),
+    ).fetchone()

@@ -8,7 +8,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from config.settings import Settings
-from storage import migrate
+from storage.postgres import migrate
 
 log = logging.getLogger(__name__)
 

@@ -26,15 +26,14 @@ from typing import Any
 
 import redis
 
+from storage.postgres.characters import PUBLIC_FIELDS
+
 log = logging.getLogger(__name__)
 
-PUBLIC_FIELDS = ("character_id", "display_name", "x", "y", "health", "max_health")
-"""What ``GET /api/characters/{id}`` may show of a character (nothing private: no user id,
-inventory or stats)."""
 
-
-def public_view(profile: dict[str, Any]) -> dict[str, Any]:
-    """Only the public fields of a profile dict."""
+def _public_part(profile: dict[str, Any]) -> dict[str, Any]:
+    # Unlike characters.public_view this tolerates a missing field: a cached entry is served
+    # as stored, never turned into an error.
     return {k: profile[k] for k in PUBLIC_FIELDS if k in profile}
 
 
@@ -146,12 +145,12 @@ class ProfileCache:
         entry = self.get(character_id)
         if entry is not None and self.is_fresh(entry):
             self._count(True)
-            return ProfileRead(public_view(entry.view), "cache")
+            return ProfileRead(_public_part(entry.view), "cache")
         self._count(False)
         view = source(character_id)
         if view is None:
             return ProfileRead(None, "source")
-        view = public_view(view)
+        view = _public_part(view)
         self.put_many([view])
         return ProfileRead(view, "source")
 
@@ -171,7 +170,7 @@ class ProfileCache:
         try:
             pipe = self.client.pipeline(transaction=False)
             for view in views:
-                entry = json.dumps({"view": public_view(view), "cached_at": now}, separators=(",", ":"))
+                entry = json.dumps({"view": _public_part(view), "cached_at": now}, separators=(",", ":"))
                 pipe.set(self.key(view["character_id"]), entry, ex=self.ttl_s)
             pipe.execute()
         except redis.RedisError as exc:
