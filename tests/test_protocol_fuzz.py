@@ -31,7 +31,7 @@ from wsclient import WSClient, is_type, login
 
 from config.version import SERVER_VERSION
 from transport.auth import issue_dev_token
-from transport.frames import FrameError, parse_client_frame
+from transport.client_frames import FrameError, parse_client_frame
 
 Frame = dict[str, Any]
 BARRIER_T = -987654321.5  # the t of our own ping after each fuzz frame

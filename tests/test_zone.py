@@ -25,7 +25,7 @@ from actors.messages import (
 )
 from actors.world_map import ItemSpawn, WorldMap
 from actors.zone import WORLD_ID, ZoneActor
-from transport.frames import CODEC
+from transport.codec import CODEC
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"

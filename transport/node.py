@@ -38,7 +38,8 @@ from storage.redis.profile_cache import ProfileCache
 from storage.redis.reconnect_tokens import ReconnectTokens
 from storage.relay.zone_relay import ZoneRelay
 from transport.auth import Identity, TokenVerifier
-from transport.frames import CODEC, CloseCode
+from transport.codec import CODEC
+from transport.frames import CloseCode
 from transport.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,10 @@ from actors.messages import (
 from config.version import SERVER_VERSION
 from storage.postgres.characters import CharacterNotOwned
 from transport.auth import AuthError
-from transport.frames import CloseCode, FrameError, parse_client_frame, pong_json, server_frame_json
+from transport.client_frames import FrameError, parse_client_frame
+from transport.codec import pong_json
+from transport.frames import CloseCode
+from transport.server_frames import server_frame_json
 
 if TYPE_CHECKING:
     from transport.node import Node

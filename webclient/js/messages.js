@@ -1,23 +1,25 @@
 // Words for the player: why an action was refused, why the session ended.
 
+import { ErrorCode, RejectCode } from './vocabulary.js';
+
 const ACTION_NAMES = { move: 'Move', chat: 'Message', strike: 'Strike', heal: 'Heal', pickup: 'Pick up', use_item: 'Potion' };
 
 const REJECTS = {
-  blocked: 'something is in the way',
-  out_of_bounds: 'that is the edge of the world',
-  occupied: 'someone is standing there',
-  too_fast: 'slow down a little',
-  cooldown: 'still cooling down',
-  no_target: 'nobody there to target',
-  out_of_range: 'too far away; step next to them first',
-  no_item: 'there is no such item here',
-  inventory_full: 'your inventory is full',
-  defeated: 'you are defeated; wait to get back on your feet',
-  unavailable: 'the server cannot save right now; try again in a moment',
-  bad_payload: 'the server did not understand it',
-  bad_frame: 'the server did not understand it',
-  unknown_ability: 'no such ability',
-  not_usable: 'that item cannot be used',
+  [RejectCode.BLOCKED]: 'something is in the way',
+  [RejectCode.OUT_OF_BOUNDS]: 'that is the edge of the world',
+  [RejectCode.OCCUPIED]: 'someone is standing there',
+  [RejectCode.TOO_FAST]: 'slow down a little',
+  [RejectCode.COOLDOWN]: 'still cooling down',
+  [RejectCode.NO_TARGET]: 'nobody there to target',
+  [RejectCode.OUT_OF_RANGE]: 'too far away; step next to them first',
+  [RejectCode.NO_ITEM]: 'there is no such item here',
+  [RejectCode.INVENTORY_FULL]: 'your inventory is full',
+  [RejectCode.DEFEATED]: 'you are defeated; wait to get back on your feet',
+  [RejectCode.UNAVAILABLE]: 'the server cannot save right now; try again in a moment',
+  [RejectCode.BAD_PAYLOAD]: 'the server did not understand it',
+  [ErrorCode.BAD_FRAME]: 'the server did not understand it',
+  [RejectCode.UNKNOWN_ABILITY]: 'no such ability',
+  [RejectCode.NOT_USABLE]: 'that item cannot be used',
   no_answer: 'no answer from the server; it may not have happened',
 };
 

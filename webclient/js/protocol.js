@@ -14,6 +14,8 @@
 //   notice   {message}                                something a person should read (error frames)
 //   fatal    {kind, message, serverVersion?}         version | auth | replaced | closed: no reconnect
 
+import { CloseCode, KickReason } from './vocabulary.js';
+
 export const STATUS = Object.freeze({
   CONNECTING: 'connecting',
   ACTIVE: 'active',
@@ -28,6 +30,11 @@ const TOO_MANY_BASE_MS = 10000;
 const HANDSHAKE_TIMEOUT_MS = 10000;
 const SEEN_ACTION_IDS = 4096;
 const NO_ANSWER_MS = 20000; // an action unanswered this long on a live socket is given up
+// The browser's code for a socket that ended without a close frame; never sent on the wire.
+const ABNORMAL_CLOSURE = 1006;
+// The code the client closes a socket with when it gives up on it (no answer to the handshake,
+// no pong); the server does not read it, and the socket's handlers are detached first.
+const GAVE_UP = CloseCode.VERSION_MISMATCH;
 
 // Jittered exponential backoff ("equal jitter"): never zero, never above the cap.
 export function backoffDelay(attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS, rand = Math.random) {
@@ -107,10 +114,10 @@ export class Connection extends EventTarget {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this._setStatus(STATUS.TERMINATING, { reason: 'Signing out' });
       this._send({ type: 'logout' });
-      // The server closes with 1000; do not wait forever if it does not.
-      this._timer('logout', 3000, () => this._dropSocket(1000, 'logout'));
+      // The server closes with NORMAL; do not wait forever if it does not.
+      this._timer('logout', 3000, () => this._dropSocket(CloseCode.NORMAL, 'logout'));
     } else {
-      this._dropSocket(1000, 'logout');
+      this._dropSocket(CloseCode.NORMAL, 'logout');
       this._setStatus(STATUS.CLOSED, { reason: 'Signed out' });
     }
   }
@@ -162,7 +169,7 @@ export class Connection extends EventTarget {
         this._send(hello);
       }
       this._timer('handshake', HANDSHAKE_TIMEOUT_MS, () => {
-        this._dropSocket(4000, 'handshake timeout');
+        this._dropSocket(GAVE_UP, 'handshake timeout');
         this._scheduleReconnect('The server did not answer');
       });
     };
@@ -194,35 +201,35 @@ export class Connection extends EventTarget {
       return;
     }
     switch (code) {
-      case 4000:
+      case CloseCode.VERSION_MISMATCH:
         this._fatal('version', said, this._serverVersionFrom(said));
         return;
-      case 4001:
-      case 4003:
+      case CloseCode.BAD_TOKEN:
+      case CloseCode.CHARACTER_NOT_OWNED:
         this._fatal('auth', said || 'The server did not accept your sign-in.');
         return;
-      case 4002:
+      case CloseCode.TOKEN_EXPIRED:
         // Token expired: a fresh one (dev mode can fetch it) lets us resume.
         this.getToken({ refresh: true }).then(
           () => this._scheduleReconnect('Sign-in expired, renewing', 0),
           () => this._fatal('auth', 'Your sign-in expired. Please sign in again.'),
         );
         return;
-      case 4004:
+      case CloseCode.RECONNECT_INVALID:
         this.reconnectToken = null; // resume impossible: start a fresh session
         this._scheduleReconnect('Starting a fresh session', 0);
         return;
-      case 4009:
+      case CloseCode.SESSION_REPLACED:
         this._fatal('replaced', said || 'You signed in somewhere else.');
         return;
-      case 4029:
+      case CloseCode.TOO_MANY:
         this._scheduleReconnect(said || 'Too many connections, waiting', null, TOO_MANY_BASE_MS);
         return;
-      case 1001:
+      case CloseCode.GOING_AWAY:
         this._scheduleReconnect('The server is restarting');
         return;
       default:
-        this._scheduleReconnect(said || (code === 1006 ? 'Connection lost' : `Connection closed (${code})`));
+        this._scheduleReconnect(said || (code === ABNORMAL_CLOSURE ? 'Connection lost' : `Connection closed (${code})`));
     }
   }
 
@@ -243,7 +250,7 @@ export class Connection extends EventTarget {
     this._stopped = true;
     this._clearTimer('retry');
     this._clearTimer('heartbeat');
-    this._dropSocket(1000, kind);
+    this._dropSocket(CloseCode.NORMAL, kind);
     this._setStatus(STATUS.CLOSED, { reason: message });
     this.dispatchEvent(new CustomEvent('fatal', { detail: { kind, message, serverVersion } }));
   }
@@ -275,7 +282,7 @@ export class Connection extends EventTarget {
       case 'kicked':
         this._lastError = { code: f.reason, message: kickedText(f.reason) };
         this._setStatus(STATUS.TERMINATING, { reason: this._lastError.message });
-        if (f.reason === 'session_replaced') this._fatal('replaced', this._lastError.message);
+        if (f.reason === KickReason.SESSION_REPLACED) this._fatal('replaced', this._lastError.message);
         return;
       case 'error':
         this._lastError = { code: f.code, message: f.message || f.code };
@@ -457,8 +464,8 @@ export class Connection extends EventTarget {
     const beat = () => {
       // No pong for a while: the socket is dead even if the browser has not noticed.
       if (Date.now() - this._lastPongAt > this.heartbeatMs * 3 + 2000) {
-        this._dropSocket(4000, 'heartbeat timeout');
-        this._onClose(1006, 'No answer from the server');
+        this._dropSocket(GAVE_UP, 'heartbeat timeout');
+        this._onClose(ABNORMAL_CLOSURE, 'No answer from the server');
         return;
       }
       this._send({ type: 'ping', t: Date.now() });
@@ -507,9 +514,9 @@ export class Connection extends EventTarget {
 }
 
 function kickedText(reason) {
-  if (reason === 'session_replaced') return 'You signed in somewhere else, so this tab was disconnected.';
-  if (reason === 'shutdown') return 'The server is restarting';
-  if (reason === 'logout') return 'Signed out';
+  if (reason === KickReason.SESSION_REPLACED) return 'You signed in somewhere else, so this tab was disconnected.';
+  if (reason === KickReason.SHUTDOWN) return 'The server is restarting';
+  if (reason === KickReason.LOGOUT) return 'Signed out';
   return `The server ended this session (${reason})`;
 }
 

@@ -2,6 +2,8 @@
 // player's own character and inventory. Fed by the app from protocol events; read by the
 // renderer and the panels. Every change fires a 'change' event.
 
+import { SystemEventKind } from './vocabulary.js';
+
 export class World extends EventTarget {
   constructor() {
     super();
@@ -121,7 +123,7 @@ export class World extends EventTarget {
 
   _system(ev, name, ensureActor) {
     const p = ev.payload;
-    if (p.kind === 'item_spawned') { // an event of the world itself, not of a character
+    if (p.kind === SystemEventKind.ITEM_SPAWNED) { // an event of the world itself, not of a character
       if (p.item_id) this.items.set(p.item_id, { id: p.item_id, kind: p.item_kind || 'item', x: p.x, y: p.y });
       return null;
     }
@@ -130,32 +132,32 @@ export class World extends EventTarget {
     const actor = ensureActor();
     if (actor && Number.isInteger(p.max_health)) actor.maxHealth = p.max_health;
     switch (p.kind) {
-      case 'login':
+      case SystemEventKind.LOGIN:
         if (actor && typeof p.health === 'number') setHealth(actor, p.health);
         return isSelf ? null : { kind: 'system', text: `${name} arrived.` };
-      case 'logout':
+      case SystemEventKind.LOGOUT:
         this.characters.delete(ev.characterId);
         if (this.targetId === ev.characterId) this.targetId = null;
         return { kind: 'system', text: `${name} left.` };
-      case 'defeated':
+      case SystemEventKind.DEFEATED:
         if (actor) setHealth(actor, 0);
         return { kind: 'alert', text: `${who} ${isSelf ? 'were' : 'was'} defeated.` };
-      case 'respawn':
+      case SystemEventKind.RESPAWN:
         if (actor) {
           if (Number.isInteger(p.x)) actor.x = p.x;
           if (Number.isInteger(p.y)) actor.y = p.y;
           setHealth(actor, typeof p.health === 'number' ? p.health : actor.maxHealth);
         }
         return { kind: 'system', text: `${who} ${isSelf ? 'are' : 'is'} back on their feet.` };
-      case 'damage':
-      case 'heal':
+      case SystemEventKind.DAMAGE:
+      case SystemEventKind.HEAL:
         if (actor && typeof p.health === 'number') setHealth(actor, p.health);
         if (!isSelf) return null;
-        return { kind: p.kind === 'damage' ? 'alert' : 'system', text: p.kind === 'damage' ? `You are hurt (${p.health} health left).` : `You are healed (${p.health} health).` };
-      case 'in_view': // presence, not an action: someone we had not seen is near now
+        return { kind: p.kind === SystemEventKind.DAMAGE ? 'alert' : 'system', text: p.kind === SystemEventKind.DAMAGE ? `You are hurt (${p.health} health left).` : `You are healed (${p.health} health).` };
+      case SystemEventKind.IN_VIEW: // presence, not an action: someone we had not seen is near now
         if (actor && typeof p.health === 'number') setHealth(actor, p.health);
         return null;
-      case 'out_of_view':
+      case SystemEventKind.OUT_OF_VIEW:
         if (!isSelf) this.characters.delete(ev.characterId);
         if (this.targetId === ev.characterId) this.targetId = null;
         return null;
