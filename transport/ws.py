@@ -2,8 +2,9 @@
 
 Everything here runs on the IOLoop thread and never waits for an actor: frames are parsed and
 validated here, then *told* to the SessionActor; actors write back through a
-:class:`SocketConnection`, which hops onto the IOLoop with ``add_callback``. ``on_message``
-returns nothing awaitable (DESIGN rule 7), so one client can have many actions in flight.
+:class:`~transport.ws_out.SocketConnection`, which hops onto the IOLoop with ``add_callback``.
+``on_message`` returns nothing awaitable (DESIGN rule 7), so one client can have many actions in
+flight. Logins and resumes go to the node's :class:`~transport.sessions.SessionDirectory`.
 """
 
 from __future__ import annotations
