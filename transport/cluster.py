@@ -36,6 +36,7 @@ class Cluster:
         self.settings = settings
         self.on_lease_taken = on_lease_taken
         self.zone: pykka.ActorRef | None = None
+        self._zone_proxy: Any = None
         self.peers = 0  # other nodes the zone knew at its last answer
         self._timer: PeriodicCallback | None = None
         self.relay = ZoneRelay(
@@ -46,7 +47,7 @@ class Cluster:
 
     async def start(self, zone: pykka.ActorRef) -> None:
         """Subscribe (off the IOLoop), start the roster timer and announce this node now."""
-        self.zone = zone
+        self.zone, self._zone_proxy = zone, zone.proxy()
         if not await IOLoop.current().run_in_executor(None, self.relay.start):
             log.warning("zone relay: Redis not reachable yet; other nodes will be heard once it is")
         self._timer = PeriodicCallback(self.roster_tick, self.settings.cluster.roster_interval_s * 1000)
@@ -73,7 +74,7 @@ class Cluster:
 
     async def _count_peers(self) -> None:
         try:
-            detail = await await_future(self.zone.proxy().describe(), self.settings.cluster.roster_interval_s)
+            detail = await await_future(self._zone_proxy.describe(), self.settings.cluster.roster_interval_s)
         except Exception as exc:  # stopped or busy: keep the last count
             log.debug("zone peer count not read: %r", exc)
             return

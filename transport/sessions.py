@@ -54,7 +54,7 @@ class SessionDirectory:
 
     Public interface: :meth:`open_session`, :meth:`resume_session`, :meth:`refresh_leases`,
     :meth:`lease_taken`, :meth:`session_ended`, :meth:`character_stopped`,
-    :meth:`session_statuses`, :meth:`pending_actions`, :meth:`acks_delivered`,
+    :meth:`session_statuses`, :meth:`acks_delivered`,
     :meth:`profile_source`; the registries ``sessions``, ``session_of_user`` and ``characters``
     (read-only outside, IOLoop thread).
     """
@@ -241,19 +241,18 @@ class SessionDirectory:
                 out.append(snap["status"])
         return out
 
-    async def pending_actions(self, timeout: float) -> int:
-        """Actions the sessions hold whose answer is still on its way, as each session says
-        when asked (its turn comes after the actions already in its inbox, so those count)."""
-        asks = [await_future(ref.proxy().describe(), timeout) for ref in list(self.sessions.values())]
-        answers = await asyncio.gather(*asks, return_exceptions=True)
-        # A session that stopped (or cannot answer in time) holds nothing it can still deliver.
-        return sum(a["unacked"] for a in answers if isinstance(a, dict))
-
     async def acks_delivered(self, timeout: float) -> None:
-        """Wait (bounded) until no session holds an action whose answer is still on its way."""
+        """Wait (bounded) until no session holds an action whose answer is still on its way,
+        as each session says when asked: its turn comes after the actions already in its
+        inbox, so those count too."""
         deadline = time.monotonic() + timeout
+        proxies = [p for p in map(_proxy, list(self.sessions.values())) if p is not None]
         while (left := deadline - time.monotonic()) > 0:
-            if not await self.pending_actions(left):
+            answers = await asyncio.gather(
+                *(await_future(p.describe(), left) for p in proxies), return_exceptions=True
+            )
+            # A session that stopped (or cannot answer in time) holds nothing it can still deliver.
+            if not sum(a["unacked"] for a in answers if isinstance(a, dict)):
                 return
             await asyncio.sleep(0.01)
 
@@ -273,6 +272,14 @@ class SessionDirectory:
                 pass  # it stopped (its last commits are in the database) or is too busy
         record = self._reload(character_id)
         return None if record is None else public_view(record)
+
+
+def _proxy(ref: pykka.ActorRef) -> Any:
+    """A proxy to ask ``ref`` through, or None when it has stopped."""
+    try:
+        return ref.proxy()
+    except pykka.ActorDeadError:
+        return None
 
 
 def _replaced() -> Kick:
