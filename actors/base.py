@@ -196,3 +196,37 @@ def tell_if_alive(ref: pykka.ActorRef, message: Any) -> bool:
     except pykka.ActorDeadError:
         return False
     return True
+
+
+# ---------------------------------------------------------------- what actors publish
+
+def published_snapshot(ref: pykka.ActorRef) -> dict[str, Any] | None:
+    """What ``ref``'s actor publishes for operators, read without waiting for it: its
+    :meth:`~_TypedIntrospectedActor.actor_snapshot` (class, urn, ``status`` — the
+    ``debug_status`` the actor rebinds on its own thread —, inbox depth, ...). None once the
+    actor has left the registry. Safe from any thread (the /metrics scrape calls it on the
+    IOLoop); the caller never touches the actor object itself."""
+    return _published(ActorRegistry.get_by_urn(ref.actor_urn))
+
+
+def published_detail(urn: str) -> dict[str, Any] | None:
+    """The snapshot of the registered actor with this URN plus its :meth:`describe` as
+    ``detail`` (or ``detail: None`` and ``detail_error`` when describe raised: it reads another
+    thread's fields), for /debug/actors/{urn}. None for an unknown URN."""
+    ref = ActorRegistry.get_by_urn(urn)
+    actor = None if ref is None else ref._actor_weakref()
+    row = _published(ref)
+    if actor is None or row is None:
+        return None
+    try:
+        row["detail"] = actor.describe()
+    except Exception as exc:
+        row["detail"] = None
+        row["detail_error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _published(ref: pykka.ActorRef | None) -> dict[str, Any] | None:
+    actor = None if ref is None else ref._actor_weakref()
+    snap = getattr(actor, "actor_snapshot", None)
+    return None if snap is None else snap()

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 
 class FrameCodec(Protocol):
-    """Builds the JSON text of server frames (``transport.frames`` implements it)."""
+    """Builds the JSON text of server frames (``transport.codec`` implements it)."""
 
     def ack_json(self, seq: int, action_id: str, persisted_at: str | datetime, state: dict[str, Any]) -> str: ...
 

@@ -81,7 +81,7 @@ def test_character_crash_closes_the_session_and_leaves_nothing_behind(live_serve
         assert _actors_of(cid, session_id), "the session and character actors should be running"
         threads_before = {t.ident for t in threading.enumerate()}
 
-        ref = live_server.node.characters[cid]
+        ref = live_server.node.directory.characters[cid]
         ref.tell(FailNow())
         err = await client.read_until(is_type("error"), timeout=5)
         assert err["code"] == "internal"
@@ -91,8 +91,8 @@ def test_character_crash_closes_the_session_and_leaves_nothing_behind(live_serve
         await async_wait_until(lambda: not _actors_of(cid, session_id), timeout=15, what="crashed actors gone")
         assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is None
         await async_wait_until(
-            lambda: live_server.call(lambda: cid not in live_server.node.characters
-                                     and session_id not in live_server.node.sessions),
+            lambda: live_server.call(lambda: cid not in live_server.node.directory.characters
+                                     and session_id not in live_server.node.directory.sessions),
             what="the node forgot the crashed actors",
         )
         await async_wait_until(lambda: not _new_threads(threads_before), what="no thread left behind")

@@ -116,7 +116,7 @@ async def log_out(server: LiveServer, client: WSClient) -> None:
     await client.send({"type": "logout"})
     await client.wait_closed()
     await asyncio.to_thread(
-        wait_until, lambda: cid not in server.node.characters, 5.0, "character out of play")
+        wait_until, lambda: cid not in server.node.directory.characters, 5.0, "character out of play")
 
 
 def place(server: LiveServer, cid: str, tile: Tile) -> None:

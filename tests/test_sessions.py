@@ -410,7 +410,7 @@ async def _away_events(server: Any, n_chats: int) -> tuple[WSClient, str, int, W
 def _status(server: Any, session_id: str) -> str | None:
     from actors.base import find_actor
 
-    ref = server.node.sessions.get(session_id)
+    ref = server.node.directory.sessions.get(session_id)
     actor = find_actor(ref.actor_urn) if ref is not None else None
     return actor.status if actor is not None else None
 
@@ -692,7 +692,7 @@ def test_session_lease_takeover_across_nodes(start_server: Callable[..., Any]) -
         assert _leases(b).holder(user) == Holder(b.node.node_id, on_b.welcome["session_id"])
         code, kick = await closed_with(on_a)
         assert (code, kick["reason"]) == (4009, "session_replaced")
-        assert await asyncio.to_thread(b.call, b.node.refresh_leases()) == 0
+        assert await asyncio.to_thread(b.call, b.node.directory.refresh_leases()) == 0
         on_b.close()
 
     run(scenario())
@@ -709,7 +709,7 @@ def test_lease_refresh_kicks_a_session_whose_takeover_message_was_lost(live_serv
         c = await login(live_server.ws_url, token(live_server, user))
         leases.acquire(user, Holder("a-node-whose-message-was-lost", "s"))
         await c.expect_none(is_type("kicked"), 0.2)
-        assert await asyncio.to_thread(live_server.call, live_server.node.refresh_leases()) == 1
+        assert await asyncio.to_thread(live_server.call, live_server.node.directory.refresh_leases()) == 1
         code, kick = await closed_with(c)
         assert (code, kick["reason"]) == (4009, "session_replaced")
 
@@ -847,7 +847,7 @@ def test_a_claimed_character_waits_for_its_new_session_instead_of_stopping(live_
     async def scenario() -> None:
         c = await login(live_server.ws_url, token(live_server, user))
         cid = c.welcome["character"]["character_id"]
-        ref = live_server.call(lambda: live_server.node.characters[cid])
+        ref = live_server.call(lambda: live_server.node.directory.characters[cid])
         assert ref.ask(Claim(), timeout=5) is True
         actor = find_actor(ref.actor_urn)
         await c.send({"type": "logout"})
@@ -858,7 +858,7 @@ def test_a_claimed_character_waits_for_its_new_session_instead_of_stopping(live_
         await async_wait_until(lambda: not actor.inflight, 5.0, "the logout's commit handled")
         assert ref.is_alive() and actor.debug_status != "stopping"
         again = await login(live_server.ws_url, token(live_server, user))
-        assert live_server.call(lambda: live_server.node.characters[cid]) is ref
+        assert live_server.call(lambda: live_server.node.directory.characters[cid]) is ref
         await again.answer(await again.chat("back"))
         again.close()
 

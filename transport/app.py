@@ -1,4 +1,8 @@
-"""The Tornado application: every HTTP and WebSocket route in one table."""
+"""The Tornado application: every HTTP and WebSocket route in one table.
+
+Handlers receive the node as ``initialize(node=...)`` (typed :class:`transport.ports.NodePort`),
+so no handler module imports :mod:`transport.node`.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,24 @@ import tornado.web
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
 from transport.http_web import web_routes
+from transport.ports import NodePort
 from transport.ws import GameSocket
 
 
-def make_app(node) -> tornado.web.Application:
-    """Build the application for ``node`` (handlers reach it as ``self.application.settings['node']``)."""
+def make_app(node: NodePort) -> tornado.web.Application:
+    """Build the application for ``node``."""
+    given = {"node": node}
     routes = [
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler),
-        (r"/ws", GameSocket),
-        *ops_routes(),
-        *web_routes(node.settings.mode),
+        (r"/ws", GameSocket, given),
+        *ops_routes(given),
+        *web_routes(node.settings.mode, given),
     ]
     s = node.settings.server
     return tornado.web.Application(
         routes,
-        node=node,
+        node=node,  # for the probes, which read it from the application settings
         websocket_max_message_size=64 * 1024,
         websocket_ping_interval=s.websocket_ping_interval_s,
         websocket_ping_timeout=s.websocket_ping_timeout_s,

@@ -12,7 +12,6 @@ import json
 import sys
 from typing import Any
 
-from actors.vocabulary import CloseCode  # noqa: F401  (re-exported until node.py/ws.py import it from actors.vocabulary)
 from transport.client_frames import CLIENT_ADAPTER
 from transport.server_frames import SERVER_ADAPTER
 

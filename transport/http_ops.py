@@ -21,14 +21,11 @@ from prometheus_client.exposition import choose_encoder
 from tornado.escape import url_escape, xhtml_escape
 from tornado.ioloop import IOLoop
 
-from actors.base import find_actor, live_actors
+from actors.base import live_actors, published_detail
+from transport.ports import NodePort
 
 _COLUMNS = ("class", "urn", "entity_id", "status", "inbox_depth", "messages_handled",
             "last_message_age_s", "started_at")
-
-
-def _node(handler: tornado.web.RequestHandler) -> Any:
-    return handler.application.settings["node"]
 
 
 def _iso(epoch_s: float | None) -> str | None:
@@ -81,21 +78,28 @@ def prefers_html(accept: str | None) -> bool:
     return quality("text/html") > quality("application/json")
 
 
-class MetricsHandler(tornado.web.RequestHandler):
+class _NodeHandler(tornado.web.RequestHandler):
+    """A handler given the node by the route table (``initialize(node=...)``)."""
+
+    def initialize(self, node: NodePort) -> None:
+        self.node = node
+
+
+class MetricsHandler(_NodeHandler):
     """``GET /metrics``: the node's registry in the exposition format the scraper asks for."""
 
     def get(self) -> None:
         encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
-        self.finish(encoder(_node(self).metrics.registry))
+        self.finish(encoder(self.node.metrics.registry))
 
 
-class _AdminHandler(tornado.web.RequestHandler):
+class _AdminHandler(_NodeHandler):
     """Base of ``/debug/*``: the admin bearer token when one is configured, else loopback only."""
 
     def prepare(self) -> None:
-        token = _node(self).settings.admin_token
+        token = self.node.settings.admin_token
         self.set_header("Cache-Control", "no-store")
         if token:
             header = self.request.headers.get("Authorization", "")
@@ -141,7 +145,7 @@ class DebugActorsHandler(_AdminHandler):
         by_class: dict[str, int] = {}
         for r in rows:
             by_class[r["class"]] = by_class.get(r["class"], 0) + 1
-        node = _node(self)
+        node = self.node
         if self._wants_html():
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(_html_table(node.node_id, rows, by_class))
@@ -155,16 +159,11 @@ class DebugActorHandler(_AdminHandler):
     """``GET /debug/actors/{urn}``: one actor's snapshot plus its ``describe()``; 404 unknown."""
 
     def get(self, urn: str) -> None:
-        actor = find_actor(urn)
-        if actor is None or not hasattr(actor, "actor_snapshot"):
+        published = published_detail(urn)
+        if published is None:
             self._refuse(404, "not_found", f"no live actor {urn}")
             return
-        row = _row(actor.actor_snapshot(), time.time())
-        try:
-            row["detail"] = actor.describe()
-        except Exception as exc:  # describe() reads another thread's fields: report, never crash
-            row["detail"] = None
-            row["detail_error"] = f"{type(exc).__name__}: {exc}"
+        row = _row(published, time.time())
         if self._wants_html():
             self.set_header("Content-Type", "text/html; charset=utf-8")
             items = "".join(
@@ -206,7 +205,7 @@ def _html_table(node_id: str, rows: list[dict[str, Any]], by_class: dict[str, in
                  f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
 
-class CharacterHandler(tornado.web.RequestHandler):
+class CharacterHandler(_NodeHandler):
     """``GET /api/characters/{id}``: a character's public profile (character_id, display_name,
     x, y, health, max_health) through the Redis cache; 404 for an unknown id.
 
@@ -221,9 +220,8 @@ class CharacterHandler(tornado.web.RequestHandler):
         except ValueError:
             self._send(404, {"error": "not_found", "message": "no such character"})
             return
-        node = _node(self)
         try:
-            result = await IOLoop.current().run_in_executor(None, node.read_profile, character_id)
+            result = await IOLoop.current().run_in_executor(None, self.node.read_profile, character_id)
         except Exception as exc:  # PostgreSQL down on a miss: say so, do not hang or crash
             self._send(503, {"error": "unavailable", "message": f"profiles are unavailable: {type(exc).__name__}"})
             return
@@ -239,11 +237,11 @@ class CharacterHandler(tornado.web.RequestHandler):
         self.finish(_json(body))
 
 
-def ops_routes() -> list[tuple]:
-    """The routes of this module, for :func:`transport.app.make_app`."""
+def ops_routes(given: dict[str, Any]) -> list[tuple]:
+    """The routes of this module, for :func:`transport.app.make_app` (``given``: the node)."""
     return [
-        (r"/metrics", MetricsHandler),
-        (r"/debug/actors/?", DebugActorsHandler),
-        (r"/debug/actors/([^/]+)", DebugActorHandler),
-        (r"/api/characters/([^/]+)", CharacterHandler),
+        (r"/metrics", MetricsHandler, given),
+        (r"/debug/actors/?", DebugActorsHandler, given),
+        (r"/debug/actors/([^/]+)", DebugActorHandler, given),
+        (r"/api/characters/([^/]+)", CharacterHandler, given),
     ]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import tornado.web
 
 from actors.world_map import MAPS_DIR
 from config.version import SERVER_VERSION
 from transport.auth import AuthError, issue_dev_token
+from transport.ports import NodePort
 
 WEBCLIENT_DIR = Path(__file__).resolve().parent.parent / "webclient"
 
@@ -39,8 +41,11 @@ class MapHandler(tornado.web.StaticFileHandler):
 class DevLoginHandler(tornado.web.RequestHandler):
     """``POST /auth/dev-login`` ``{"name": "alice"}`` → a dev token (registered in dev mode only)."""
 
+    def initialize(self, node: NodePort) -> None:
+        self.node = node
+
     def post(self) -> None:
-        node = self.application.settings["node"]
+        node = self.node
         try:
             body = json.loads(self.request.body or b"{}")
             name = body.get("name") if isinstance(body, dict) else None
@@ -56,8 +61,8 @@ class DevLoginHandler(tornado.web.RequestHandler):
         self.finish({"token": token, "user_id": user, "expires_at": int(time.time()) + ttl})
 
 
-def web_routes(mode: str) -> list[tuple]:
-    """Routes of the web client (the dev login only in dev mode)."""
+def web_routes(mode: str, given: dict[str, Any]) -> list[tuple]:
+    """Routes of the web client (the dev login only in dev mode; ``given``: the node)."""
     html = (WEBCLIENT_DIR / "index.html").read_text(encoding="utf-8")
     page = {"html": html.replace("__TILEHALL_VERSION__", SERVER_VERSION).replace("__TILEHALL_MODE__", mode)}
     routes: list[tuple] = [
@@ -66,6 +71,6 @@ def web_routes(mode: str) -> list[tuple]:
         (r"/maps/([A-Za-z0-9_-]+\.tmj)", MapHandler, {"path": str(MAPS_DIR)}),
     ]
     if mode == "dev":
-        routes.append((r"/auth/dev-login", DevLoginHandler))
+        routes.append((r"/auth/dev-login", DevLoginHandler, given))
     routes.append((r"/((?:js|css|img|fonts)/.*)", tornado.web.StaticFileHandler, {"path": str(WEBCLIENT_DIR)}))
     return routes

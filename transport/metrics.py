@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.base import live_actors
+from actors.vocabulary import RejectCode
 from config.version import SERVER_VERSION
 
 # Sub-50 ms is the target on the action path: fine buckets there, a few coarse ones above.
@@ -138,7 +139,7 @@ class Metrics:
             "zone messages not published to the other nodes (Redis away or the queue full)", registry=r)
         r.register(ActorCollector())
         r.register(SessionCollector(session_statuses))
-        for code in ("too_fast", "blocked", "out_of_bounds", "unavailable", "conflict"):
+        for code in RejectCode:
             self.rejects.labels(code)
         for result in ("hit", "miss"):
             self.cache_lookups.labels(result)

@@ -1,0 +1,35 @@
+"""What the HTTP and WebSocket handlers need of the node, as a Protocol: the handlers receive
+the node through Tornado's ``initialize(node=...)`` and never import :mod:`transport.node`
+(which imports the application), so the handler modules and the node form no import circle."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from config.settings import Settings
+from transport.auth import TokenVerifier
+from transport.metrics import Metrics
+from transport.sessions import SessionDirectory
+
+
+class NodePort(Protocol):
+    """The node as its handlers see it (all on the IOLoop thread unless said otherwise)."""
+
+    settings: Settings
+    node_id: str
+    metrics: Metrics
+    verifier: TokenVerifier
+    stopping: bool
+    directory: SessionDirectory | None
+
+    def register_socket(self, socket: Any) -> bool:
+        """Count an open socket; False when the server is at its connection cap."""
+
+    def unregister_socket(self, socket: Any) -> None:
+        """Forget a closed socket."""
+
+    def read_profile(self, character_id: str) -> Any:
+        """Read-through lookup of a public profile (blocking: call from an executor)."""
+
+    def readiness_problems(self) -> list[str]:
+        """Reasons this node cannot serve players now (blocking: call from an executor)."""

@@ -1,0 +1,326 @@
+"""The session directory: who is logged in on this node, and the rules of getting in.
+
+:class:`SessionDirectory` owns login (:meth:`~SessionDirectory.open_session`), resume
+(:meth:`~SessionDirectory.resume_session`), the takeover of a user's older session (here: a
+``session_replaced`` kick; on another node: the ``lease_taken`` message and the lease refresh),
+the claim of a character actor still in play, the Redis session leases, and the two registries
+(sessions by id and by user, character actors by id).
+
+Threads: the registries belong to the IOLoop thread. The actors' callbacks
+(:meth:`~SessionDirectory.session_ended`, :meth:`~SessionDirectory.character_stopped`) and the
+relay's :meth:`~SessionDirectory.lease_taken` may come from any thread and hop onto the IOLoop.
+Blocking Redis and PostgreSQL calls run in executor threads, never on the IOLoop.
+
+Nothing here reads an actor's private state: a session's status is what the actor publishes
+in its introspection snapshot (:func:`actors.base.published_snapshot`), and what the directory
+must know from an actor (a character's committed view, a session's unanswered actions) it
+*asks* (:mod:`transport.asking`, or a Pykka proxy read answered on the actor's own turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import pykka
+import redis
+
+from actors.base import published_snapshot, tell_if_alive
+from actors.character import CharacterActor
+from actors.messages import Claim, Kick, Resume, StartSession
+from actors.session import SessionActor
+from actors.vocabulary import CloseCode, KickReason
+from actors.world_map import WorldMap
+from config.settings import Settings
+from storage.postgres.characters import (
+    PUBLIC_FIELDS,
+    load_character,
+    load_or_create_character,
+    public_view,
+)
+from storage.redis.leases import Holder, SessionLeases
+from storage.redis.reconnect_tokens import ReconnectTokens
+from transport.asking import ask, ask_quietly, await_future
+from transport.auth import Identity
+from transport.codec import CODEC
+from transport.metrics import Metrics
+
+log = logging.getLogger(__name__)
+CLAIM_TIMEOUT_S = 5.0  # a character actor answers a Claim within this, or the login fails
+PROFILE_ASK_S = 2.0  # a live character answers a profile read within this, else PostgreSQL does
+REPLACED = "you logged in elsewhere"
+
+
+class SessionDirectory:
+    """The sessions and character actors of one node, and login/resume/takeover/leases.
+
+    Public interface: :meth:`open_session`, :meth:`resume_session`, :meth:`refresh_leases`,
+    :meth:`lease_taken`, :meth:`session_ended`, :meth:`character_stopped`,
+    :meth:`session_statuses`, :meth:`acks_delivered`,
+    :meth:`profile_source`; the registries ``sessions``, ``session_of_user`` and ``characters``
+    (read-only outside, IOLoop thread).
+    """
+
+    def __init__(
+        self, *, settings: Settings, node_id: str, world: WorldMap, metrics: Metrics, loop: Any,
+        pool: Any, tokens: ReconnectTokens, leases: SessionLeases, storage: pykka.ActorRef,
+        zone: pykka.ActorRef, publish: Any,
+    ) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.world = world
+        self.metrics = metrics
+        self.loop = loop
+        self.pool = pool
+        self.tokens = tokens
+        self.leases = leases
+        self.storage = storage
+        self.zone = zone
+        self.publish = publish  # a message to the other nodes (the relay's publish), or None
+        self.sessions: dict[str, pykka.ActorRef] = {}  # session_id → ref (IOLoop thread only)
+        self.session_of_user: dict[str, str] = {}  # user_id → session_id
+        self.characters: dict[str, pykka.ActorRef] = {}  # character_id → ref
+
+    # ---------------------------------------------------------------- login and resume
+
+    async def open_session(
+        self, identity: Identity, character_id: str | None, connection: Any, protocol_version: str
+    ) -> pykka.ActorRef:
+        """Load (or create) the character, replace the user's older session, start a new one."""
+        session_id = str(uuid.uuid4())
+        record, token, expires_at = await self.loop.run_in_executor(
+            None, self._prepare_session, identity, character_id, session_id
+        )
+        old = self.sessions.get(self.session_of_user.get(identity.user_id, ""))
+        if old is not None:
+            # Wait (bounded, without blocking the IOLoop) until the old session handled the
+            # kick: every action it received before has then been handed to the character,
+            # so the new session's welcome counts them in last_action_seq.
+            await ask_quietly(old, _replaced(), timeout=2.0)
+        # A session of this user on another node is told by the "lease_taken" message that
+        # _prepare_session published; if that is lost, at its node's next lease refresh.
+        character = self.characters.get(record.character_id)
+        if character is not None and not await _claim(character):
+            # It stopped since (or is stopping): its last commits are in the database now.
+            record = await self.loop.run_in_executor(None, self._reload, record.character_id)
+            character = None
+        if character is None:
+            character = CharacterActor.start(
+                record, self.world, self.settings, self.storage, self.zone, CODEC, self.character_stopped
+            )
+            self.characters[record.character_id] = character
+        session = SessionActor.start(
+            session_id=session_id,
+            user_id=identity.user_id,
+            character_id=record.character_id,
+            character=character,
+            zone=self.zone,
+            storage=self.storage,
+            connection=connection,
+            codec=CODEC,
+            hooks=SessionHooks(self, self.metrics),
+            settings=self.settings,
+            reconnect_token=token,
+            reconnect_expires_at=expires_at,
+            protocol_version=protocol_version,
+            node_id=self.node_id,
+        )
+        self.sessions[session_id] = session
+        self.session_of_user[identity.user_id] = session_id
+        session.tell(StartSession())
+        return session
+
+    def _prepare_session(self, identity: Identity, character_id: str | None, session_id: str) -> tuple:
+        """Blocking: the character row (PostgreSQL, required), then the reconnect token and the
+        session lease (Redis, best effort: with Redis down the login still works, the welcome
+        carries an empty reconnect token and no lease is held)."""
+        with self.pool.connection() as conn:
+            record, _ = load_or_create_character(
+                conn, identity.user_id, identity.display_name, character_id, self.world.spawn_for,
+                self.settings.game.max_health,
+            )
+        try:
+            token, expires_at = self.tokens.issue(session_id, identity.user_id, record.last_action_seq)
+        except redis.RedisError as exc:
+            log.warning("no reconnect token (redis: %s); the session cannot be resumed", exc,
+                        extra={"user_id": identity.user_id})
+            token, expires_at = "", time.time()
+        try:
+            previous = self.leases.acquire(identity.user_id, Holder(self.node_id, session_id))
+            if previous is not None and previous.node_id != self.node_id and self.publish is not None:
+                # Tell that node now rather than at its next lease refresh (that stays the fallback).
+                self.publish({"t": "lease_taken", "user_id": identity.user_id})
+        except redis.RedisError as exc:
+            log.warning("session lease not taken (redis: %s)", exc, extra={"user_id": identity.user_id})
+        return record, token, expires_at
+
+    def _reload(self, character_id: str) -> Any:
+        with self.pool.connection() as conn:
+            return load_character(conn, character_id)
+
+    async def resume_session(
+        self, identity: Identity, reconnect_token: str, connection: Any, last_event_seq: int
+    ) -> pykka.ActorRef | None:
+        """The session a valid reconnect token resumes (None: invalid, used, expired, not yours)."""
+        grant = await self.loop.run_in_executor(None, self.tokens.consume, reconnect_token)
+        if grant is None or grant.user_id != identity.user_id:
+            return None
+        session = self.sessions.get(grant.session_id)
+        if session is None:  # ended, or a session of another node (resume is per node)
+            return None
+        token, expires_at = await self.loop.run_in_executor(
+            None, self.tokens.issue, grant.session_id, identity.user_id, grant.last_sequence_number
+        )
+        if not tell_if_alive(session, Resume(connection, last_event_seq, token, expires_at)):
+            return None  # it ended while we were talking to Redis
+        return session
+
+    # ---------------------------------------------------------------- actors leaving (any thread)
+
+    def character_stopped(self, character_id: str, ref: pykka.ActorRef) -> None:
+        """From a character actor's thread: forget it (on the IOLoop)."""
+        def forget() -> None:
+            if self.characters.get(character_id) is ref:
+                del self.characters[character_id]
+        self.loop.add_callback(forget)
+
+    def session_ended(self, session_id: str, user_id: str) -> None:
+        """From a session actor's thread: forget it and release its lease (on the IOLoop)."""
+        def forget() -> None:
+            self.sessions.pop(session_id, None)
+            if self.session_of_user.get(user_id) == session_id:
+                del self.session_of_user[user_id]
+            self.loop.run_in_executor(None, self._release_lease, user_id, session_id)
+        self.loop.add_callback(forget)
+
+    # ---------------------------------------------------------------- leases
+
+    def lease_taken(self, user_id: str) -> None:
+        """Another node took ``user_id``'s lease (any thread): check that user's lease now."""
+        self.loop.add_callback(self.refresh_leases, user_id)
+
+    def _release_lease(self, user_id: str, session_id: str) -> None:
+        try:
+            self.leases.release(user_id, Holder(self.node_id, session_id))
+        except redis.RedisError as exc:
+            log.warning("session lease not released (redis: %s); it expires by itself", exc)
+
+    async def refresh_leases(self, user_id: str | None = None) -> int:
+        """Refresh the lease of every session of this node (or of ``user_id``'s only); a
+        session whose lease another node took (a newer login there) is kicked with
+        ``session_replaced``. Returns how many."""
+        held = [
+            (u, s) for u, s in self.session_of_user.items()
+            if s in self.sessions and (user_id is None or u == user_id)
+        ]
+        if not held:
+            return 0
+        lost = await self.loop.run_in_executor(None, self._refresh_leases, held)
+        for _user, session_id in lost:
+            ref = self.sessions.get(session_id)
+            if ref is not None:
+                ref.tell(_replaced())
+        return len(lost)
+
+    def _refresh_leases(self, held: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        try:
+            kept = self.leases.refresh_many([(u, Holder(self.node_id, s)) for u, s in held])
+        except redis.RedisError as exc:
+            log.warning("session leases not refreshed (redis: %s)", exc)
+            return []
+        return [pair for pair, ok in zip(held, kept, strict=True) if not ok]
+
+    # ---------------------------------------------------------------- operators' view
+
+    def session_statuses(self) -> list[str]:
+        """The status of every session of this node, as each SessionActor publishes it (its
+        snapshot's status), read without waiting for any actor: the /metrics scrape calls it on
+        the IOLoop thread, which owns ``sessions``."""
+        out = []
+        for ref in list(self.sessions.values()):
+            snap = published_snapshot(ref)
+            if snap is not None:
+                out.append(snap["status"])
+        return out
+
+    async def acks_delivered(self, timeout: float) -> None:
+        """Wait (bounded) until no session holds an action whose answer is still on its way,
+        as each session says when asked: its turn comes after the actions already in its
+        inbox, so those count too."""
+        deadline = time.monotonic() + timeout
+        proxies = [p for p in map(_proxy, list(self.sessions.values())) if p is not None]
+        while (left := deadline - time.monotonic()) > 0:
+            answers = await asyncio.gather(
+                *(await_future(p.describe(), left) for p in proxies), return_exceptions=True
+            )
+            # A session that stopped (or cannot answer in time) holds nothing it can still deliver.
+            if not sum(a["unacked"] for a in answers if isinstance(a, dict)):
+                return
+            await asyncio.sleep(0.01)
+
+    def profile_source(self, character_id: str) -> dict[str, Any] | None:
+        """The source of truth for a character's public view: its live actor's committed state
+        when it is in play (asked, answered on the actor's turn), else PostgreSQL. Blocking:
+        call from an executor thread, never the IOLoop. None for an unknown character."""
+        ref = self.characters.get(character_id)
+        if ref is not None:
+            try:
+                proxy = ref.proxy()
+                durable, name = proxy.durable, proxy.display_name  # both asked at once
+                s, display_name = durable.get(timeout=PROFILE_ASK_S), name.get(timeout=PROFILE_ASK_S)
+                fields = {k: getattr(s, k) for k in PUBLIC_FIELDS if k != "display_name"}
+                return public_view({**fields, "display_name": display_name})
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass  # it stopped (its last commits are in the database) or is too busy
+        record = self._reload(character_id)
+        return None if record is None else public_view(record)
+
+
+def _proxy(ref: pykka.ActorRef) -> Any:
+    """A proxy to ask ``ref`` through, or None when it has stopped."""
+    try:
+        return ref.proxy()
+    except pykka.ActorDeadError:
+        return None
+
+
+def _replaced() -> Kick:
+    return Kick(KickReason.SESSION_REPLACED, int(CloseCode.SESSION_REPLACED), REPLACED)
+
+
+async def _claim(character: pykka.ActorRef) -> bool:
+    """Ask a character actor to wait for the session about to attach: True once it promised,
+    False when it had stopped. A character too busy to answer within CLAIM_TIMEOUT_S fails the
+    login (TimeoutError) rather than risk a second actor writing the same character."""
+    try:
+        return bool(await ask(character, Claim(), CLAIM_TIMEOUT_S))
+    except pykka.ActorDeadError:
+        return False
+
+
+class SessionHooks:
+    """Session events → metrics and the directory (any thread). The session gauges are not
+    kept here: /metrics counts the live sessions' statuses when it is scraped."""
+
+    def __init__(self, directory: SessionDirectory, metrics: Metrics) -> None:
+        self.directory = directory
+        self.metrics = metrics
+
+    def session_ended(self, session_id: str, user_id: str) -> None:
+        """The session is over: the directory forgets it (its status leaves the gauges with it)."""
+        self.directory.session_ended(session_id, user_id)
+
+    def action_answered(self, latency_s: float, acked: bool, code: str | None) -> None:
+        """Observe one ack or reject."""
+        self.metrics.action_latency.observe(latency_s)
+        if acked:
+            self.metrics.acks.inc()
+        else:
+            self.metrics.rejects.labels(code or "unknown").inc()
+
+    def snapshot_forced(self) -> None:
+        """Count a resume that needed a full snapshot."""
+        self.metrics.state_refresh_forced.inc()
