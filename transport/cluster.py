@@ -8,6 +8,7 @@ and never waits for the zone; it lags the zone by at most one roster interval.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,6 @@ from actors.base import tell_if_alive
 from actors.messages import FromPeer, RosterTick
 from config.settings import Settings
 from storage.relay.zone_relay import ZoneRelay
-from transport.asking import await_future
 from transport.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Cluster:
 
     async def _count_peers(self) -> None:
         try:
-            detail = await await_future(self._zone_proxy.describe(), self.settings.cluster.roster_interval_s)
+            detail = await asyncio.wait_for(self._zone_proxy.describe(), self.settings.cluster.roster_interval_s)
         except Exception as exc:  # stopped or busy: keep the last count
             log.debug("zone peer count not read: %r", exc)
             return

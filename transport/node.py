@@ -28,7 +28,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from actors.base import configure_runtime
 from actors.messages import Flush
-from actors.runtime import Dispatcher
+from actors.runtime import Dispatcher, ask_async
 from actors.storage_actor import StorageActor
 from actors.vocabulary import CloseCode, KickReason
 from actors.world_map import load_map
@@ -41,7 +41,6 @@ from storage.redis.leases import LEASE_REFRESH_S, SessionLeases
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.reconnect_tokens import ReconnectTokens
 from transport.app import make_app
-from transport.asking import ask
 from transport.auth import TokenVerifier
 from transport.cluster import Cluster
 from transport.codec import CODEC
@@ -246,7 +245,7 @@ class Node:
         try:
             # Not alive: another node of this process (tests) already stopped every actor.
             if self.storage is not None and self.storage.is_alive():
-                await ask(self.storage, Flush(), timeout=10)
+                await ask_async(self.storage, Flush(), timeout=10)
                 if self.directory is not None:
                     await self.directory.acks_delivered(timeout=2.0)
             for sock in list(self.sockets):

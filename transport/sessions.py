@@ -31,6 +31,7 @@ import redis
 from actors.base import published_snapshot, tell_if_alive
 from actors.character import CharacterActor
 from actors.messages import Claim, Kick, Resume, StartSession
+from actors.runtime import ask_async
 from actors.session import SessionActor
 from actors.vocabulary import CloseCode, KickReason
 from actors.world_map import WorldMap
@@ -43,7 +44,6 @@ from storage.postgres.characters import (
 )
 from storage.redis.leases import Holder, SessionLeases
 from storage.redis.reconnect_tokens import ReconnectTokens
-from transport.asking import ask, ask_quietly, await_future
 from transport.auth import Identity
 from transport.codec import CODEC
 from transport.metrics import Metrics
@@ -254,7 +254,7 @@ class SessionDirectory:
         proxies = [p for p in map(_proxy, list(self.sessions.values())) if p is not None]
         while (left := deadline - time.monotonic()) > 0:
             answers = await asyncio.gather(
-                *(await_future(p.describe(), left) for p in proxies), return_exceptions=True
+                *(asyncio.wait_for(p.describe(), left) for p in proxies), return_exceptions=True
             )
             # A session that stopped (or cannot answer in time) holds nothing it can still deliver.
             if not sum(a["unacked"] for a in answers if isinstance(a, dict)):
@@ -296,7 +296,7 @@ async def _claim(character: pykka.ActorRef) -> bool:
     False when it had stopped. A character too busy to answer within CLAIM_TIMEOUT_S fails the
     login (TimeoutError) rather than risk a second actor writing the same character."""
     try:
-        return bool(await ask(character, Claim(), CLAIM_TIMEOUT_S))
+        return bool(await ask_async(character, Claim(), CLAIM_TIMEOUT_S))
     except pykka.ActorDeadError:
         return False
 
@@ -324,3 +324,12 @@ class SessionHooks:
     def snapshot_forced(self) -> None:
         """Count a resume that needed a full snapshot."""
         self.metrics.state_refresh_forced.inc()
+
+
+async def ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> None:
+    """Tell ``message`` and wait until the actor handled it; a dead, crashing or slow actor
+    ends the wait (at most ``timeout`` seconds) without an error."""
+    try:
+        await ask_async(ref, message, timeout)
+    except Exception as exc:
+        log.debug("%s not confirmed by %s: %s", type(message).__name__, ref, exc)
