@@ -50,6 +50,7 @@ from actors.messages import (
 from actors.ports import FrameCodec
 from actors.profile import Inventory, Stats, dump_checked, load_checked
 from actors.timers import tell_later
+from actors.vocabulary import RejectCode
 from actors.world_map import ItemSpawn, WorldMap
 from config.settings import Settings
 from storage.actions import CharacterWrite, EventRow
@@ -208,11 +209,11 @@ class CharacterActor(TilehallActor):
         # character's strike) or a rollback (a failed commit) can have changed things since.
         if not msg.granted or s.defeated or max(abs(target[0] - s.x), abs(target[1] - s.y)) != 1:
             if not msg.granted:
-                self._reject(action.seq, rules.OCCUPIED, "someone is standing there")
+                self._reject(action.seq, RejectCode.OCCUPIED, "someone is standing there")
             elif s.defeated:
-                self._reject(action.seq, rules.DEFEATED, "you were defeated")
+                self._reject(action.seq, RejectCode.DEFEATED, "you were defeated")
             else:
-                self._reject(action.seq, rules.BLOCKED, "your position changed; step again")
+                self._reject(action.seq, RejectCode.BLOCKED, "your position changed; step again")
             self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
         else:
             self.state, changed = rules.apply_move(self.state, target, time.monotonic())
