@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Show = Callable[[Member, tuple[int, int], bool], None]
 """(remote member, its tile, visible): tell the local sessions that see the tile."""
-Deliver = Callable[[str, str, tuple[int, int], "tuple[int, int] | None"], None]
+Deliver = Callable[[str, str, tuple[int, int], tuple[int, int] | None], None]
 """(character id, event body, new tile, old tile): an event to the local sessions that see it."""
 ItemMoved = Callable[[str, bool], None]
 """(item id, on the map): another node's player took an item, or it lies on the map again."""
