@@ -56,6 +56,10 @@ class ZonePeers:
         """The ids of the nodes heard from, sorted."""
         return sorted(self.heard)
 
+    def __len__(self) -> int:
+        """How many nodes were heard from (the node's metrics read it at scrape time)."""
+        return len(self.heard)
+
     # ---------------------------------------------------------------- to the other nodes
 
     def entered(self, view: dict[str, Any]) -> None:
