@@ -9,19 +9,29 @@ already sent was built on the failed one and fails too, by its version check.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
 
 from actors import rules
 from actors.base import TilehallActor
+from actors.character_work import (
+    ColumnJson,
+    Work,
+    ability_outcome,
+    character_view,
+    character_write,
+    event_row,
+    new_action_id,
+    profile,
+    rolled_back,
+    state_from_record,
+    target_state,
+)
 from actors.messages import (
     AbilityContext,
     ActionAnswered,
@@ -48,33 +58,16 @@ from actors.messages import (
     SubmitAction,
 )
 from actors.ports import FrameCodec
-from actors.profile import Inventory, Stats, dump_checked, load_checked
 from actors.timers import tell_later
+from actors.vocabulary import CloseCode, ErrorCode, RejectCode
 from actors.world_map import ItemSpawn, WorldMap
 from config.settings import Settings
-from storage.postgres.actions import CharacterWrite, EventRow
 from storage.postgres.characters import CharacterRecord
 
 log = logging.getLogger(__name__)
 
 # Abilities that need the zone (a target's position, or the item on the tile) before the rules.
 _ZONE_ABILITIES = frozenset({"strike", "heal", "pickup"})
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    """One unit handed to storage: an action (``seq``) or a system event (``seq`` None)."""
-
-    seq: int | None
-    action_id: str
-    action_type: str
-    payload: dict[str, Any]
-    changed: dict[str, Any]
-    state: rules.CharacterState
-    version: int
-    view: dict[str, Any] | None = None  # the public view after this work (events, cache)
-    effects: tuple[DeliverEffect, ...] = ()
-    taken_item: ItemSpawn | None = None
 
 
 class CharacterActor(TilehallActor):
@@ -96,23 +89,12 @@ class CharacterActor(TilehallActor):
         self.display_name = record.display_name
         self.world = world
         self.limits = rules.RuleLimits.from_settings(settings.game)
-        self.max_json_bytes = settings.game.max_json_bytes
         self.respawn_delay_s = settings.game.respawn_delay_s
         self.storage = storage
         self.zone = zone
         self.on_stopped = on_stopped
         self.codec = codec
-        stats = load_checked(Stats, record.stats_json, self.max_json_bytes)
-        inventory = load_checked(Inventory, record.inventory_json, self.max_json_bytes)
-        self.state = rules.CharacterState(
-            character_id=record.character_id,
-            x=record.x,
-            y=record.y,
-            health=record.health,
-            max_health=record.max_health,
-            inventory=tuple(inventory.items),
-            stats=stats,
-        )
+        self.state = state_from_record(record, settings.game.max_json_bytes)
         self.durable = self.state
         self.version = record.version
         self.durable_version = record.version
@@ -122,9 +104,9 @@ class CharacterActor(TilehallActor):
         # The action waiting for the zone: (work id, action, target tile of a move).
         self.waiting: tuple[int, SubmitAction, tuple[int, int] | None] | None = None
         self.queue: deque[SubmitAction] = deque()
-        self.inflight: dict[int, _Work] = {}
+        self.inflight: dict[int, Work] = {}
         self._ids = itertools.count(1)
-        self._json_cache: tuple[Any, str, Any, str] = (None, "", None, "")
+        self._columns = ColumnJson(settings.game.max_json_bytes)
         self.entity_id = record.character_id
         self.claimed = False  # a session is on its way (Claim): do not stop
         self.stopping = False  # stop() is queued: refuse claims
@@ -146,8 +128,8 @@ class CharacterActor(TilehallActor):
         first = self.session is None
         self.session, self.session_id = msg.session, msg.session_id
         self.debug_status = "in play"
-        msg.session.tell(CharacterAttached(self._profile(), self.last_seq))
-        self.zone.tell(EnterZone(self._view(self.state), self.actor_ref, msg.session))
+        msg.session.tell(CharacterAttached(profile(self.state, self.display_name), self.last_seq))
+        self.zone.tell(EnterZone(character_view(self.state, self.display_name), self.actor_ref, msg.session))
         if first:
             s = self.state
             self._persist_system(
@@ -208,11 +190,11 @@ class CharacterActor(TilehallActor):
         # character's strike) or a rollback (a failed commit) can have changed things since.
         if not msg.granted or s.defeated or max(abs(target[0] - s.x), abs(target[1] - s.y)) != 1:
             if not msg.granted:
-                self._reject(action.seq, rules.OCCUPIED, "someone is standing there")
+                self._reject(action.seq, RejectCode.OCCUPIED, "someone is standing there")
             elif s.defeated:
-                self._reject(action.seq, rules.DEFEATED, "you were defeated")
+                self._reject(action.seq, RejectCode.DEFEATED, "you were defeated")
             else:
-                self._reject(action.seq, rules.BLOCKED, "your position changed; step again")
+                self._reject(action.seq, RejectCode.BLOCKED, "your position changed; step again")
             self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
         else:
             self.state, changed = rules.apply_move(self.state, target, time.monotonic())
@@ -230,16 +212,10 @@ class CharacterActor(TilehallActor):
 
     def _finish_ability(self, action: SubmitAction, target: dict | None, item: ItemSpawn | None) -> None:
         p = action.payload
-        name = p["name"]
-        target_state = None
-        if target is not None and target["character_id"] != self.character_id:
-            target_state = rules.CharacterState(
-                character_id=target["character_id"], x=target["x"], y=target["y"],
-                health=target["health"], max_health=target["max_health"],
-            )
         now = time.monotonic()
         plan = rules.check_ability(
-            self.state, name, now, self.limits, target=target_state, item_here=item, item_id=p.get("item_id")
+            self.state, p["name"], now, self.limits, target=target_state(target, self.character_id),
+            item_here=item, item_id=p.get("item_id"),
         )
         took = isinstance(plan, rules.AbilityPlan) and any(isinstance(e, rules.TakeItem) for e in plan.effects)
         if item is not None and not took:
@@ -247,23 +223,8 @@ class CharacterActor(TilehallActor):
         if isinstance(plan, rules.Rejected):
             return self._reject(action.seq, plan.code, plan.message)
         self.state, changed = rules.apply_ability(self.state, plan, now, self.limits)
-        effects = []
-        payload: dict[str, Any] = {"name": name}
-        for e in plan.effects:
-            if isinstance(e, rules.Damage | rules.Heal):
-                payload["amount"] = e.amount
-                if e.target_id != self.character_id:
-                    kind = "damage" if isinstance(e, rules.Damage) else "heal"
-                    effects.append(
-                        DeliverEffect(e.target_id, ApplyEffect(kind, e.amount, self.character_id, self.display_name))
-                    )
-            elif isinstance(e, rules.TakeItem | rules.ConsumeItem):
-                payload["item_id"], payload["kind"] = e.item_id, e.kind
-        if plan.target_id is not None:
-            payload["target_id"] = plan.target_id
-        if "health" in changed:  # the actor's own new health (effects on others come as their events)
-            payload["health"] = changed["health"]
-        self._persist(action.seq, "ability", payload, changed, effects=tuple(effects), taken=item if took else None)
+        payload, effects = ability_outcome(plan, changed, self.character_id, self.display_name)
+        self._persist(action.seq, "ability", payload, changed, effects=effects, taken=item if took else None)
 
     def _take_waiting(self, work_id: int) -> tuple[int, SubmitAction, tuple[int, int] | None]:
         waiting, self.waiting = self.waiting, None
@@ -323,19 +284,14 @@ class CharacterActor(TilehallActor):
         taken: ItemSpawn | None = None,
     ) -> None:
         s = self.state
-        inventory_json, stats_json = self._column_json(s)
+        columns = self._columns.of(s)
         self.version += 1
         work_id = next(self._ids)
-        view = self._view(s)
-        work = _Work(seq, _new_action_id(), action_type, payload, changed, s, self.version, view, effects, taken)
+        view = character_view(s, self.display_name)
+        work = Work(seq, new_action_id(), action_type, payload, changed, s, self.version, view, effects, taken)
         self.inflight[work_id] = work
-        event = EventRow(work.action_id, self.user_id, self.character_id, seq, action_type,
-                         json.dumps(payload, separators=(",", ":")))
-        write = CharacterWrite(
-            self.character_id, s.x, s.y, s.health, s.max_health, inventory_json, stats_json,
-            self.last_seq, self.version - 1, self.version,
-        )
-        self.storage.tell(Persist(work_id, (event,), write, self.actor_ref, view))
+        write = character_write(s, columns, self.last_seq, self.version)
+        self.storage.tell(Persist(work_id, (event_row(work, self.user_id),), write, self.actor_ref, view))
 
     def on_Persisted(self, msg: Persisted) -> None:
         """The commit landed: answer the session, publish the event, deliver effects."""
@@ -360,11 +316,7 @@ class CharacterActor(TilehallActor):
         if work.taken_item is not None:
             self.zone.tell(ReturnItem(work.taken_item))
         if work.version > self.durable_version:
-            # Keep the rate windows and cooldowns: a failed commit must not reset them.
-            self.state = replace(
-                self.durable, recent_moves=self.state.recent_moves, recent_chats=self.state.recent_chats,
-                cooldowns=self.state.cooldowns,
-            )
+            self.state = rolled_back(self.durable, self.state)
             self.version = self.durable_version
             self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
         self._stop_if_done()
@@ -384,43 +336,18 @@ class CharacterActor(TilehallActor):
         """A crash ends the session playing this character (close 1011); the node forgets us."""
         log.error("character %s crashed: %s", self.character_id, exc_value, extra={"character_id": self.character_id})
         if self.session is not None:
-            self.session.tell(Kick("internal", 1011, "the server hit an internal error", kicked=False))
+            self.session.tell(
+                Kick(ErrorCode.INTERNAL, CloseCode.INTERNAL, "the server hit an internal error", kicked=False)
+            )
         self.zone.tell(LeaveZone(self.character_id))
         if self.on_stopped is not None:
             self.on_stopped(self.character_id, self.actor_ref)
 
-    # ---------------------------------------------------------------- views
+    # ---------------------------------------------------------------- answers
 
     def _reject(self, seq: int, code: str, message: str) -> None:
         if self.session is not None:
             self.session.tell(ActionAnswered(seq, self.codec.reject_json(seq, code, message), code))
-
-    def _column_json(self, s: rules.CharacterState) -> tuple[str, str]:
-        inv, inv_json, stats, stats_json = self._json_cache
-        if inv is not s.inventory:
-            inv, inv_json = s.inventory, dump_checked(Inventory(items=list(s.inventory)), self.max_json_bytes)
-        if stats is not s.stats:
-            stats, stats_json = s.stats, dump_checked(s.stats, self.max_json_bytes)
-        self._json_cache = (inv, inv_json, stats, stats_json)
-        return inv_json, stats_json
-
-    def _view(self, s: rules.CharacterState) -> dict[str, Any]:
-        return {
-            "character_id": self.character_id,
-            "display_name": self.display_name,
-            "x": s.x,
-            "y": s.y,
-            "health": s.health,
-            "max_health": s.max_health,
-        }
-
-    def _profile(self) -> dict[str, Any]:
-        s = self.state
-        return {
-            **self._view(s),
-            "inventory": [i.model_dump() for i in s.inventory],
-            "stats": s.stats.model_dump(),
-        }
 
     def describe(self) -> dict[str, Any]:
         """Character detail for /debug/actors."""
@@ -438,10 +365,3 @@ class CharacterActor(TilehallActor):
             "session_id": self.session_id,
         }
 
-
-def _new_action_id() -> str:
-    """A random (version 4) UUID as text: ``str(uuid.uuid4())`` costs a syscall and a UUID
-    object per action; ids need uniqueness, not secrecy."""
-    r = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60) | (0x4000 << 64) | (0x8 << 60)
-    h = f"{r:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

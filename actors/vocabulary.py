@@ -94,6 +94,7 @@ class RejectCode(StrEnum):
     """``reject.code`` values: the action was not stored, and why."""
 
     BAD_PAYLOAD = "bad_payload"
+    BAD_FRAME = "bad_frame"
     DEFEATED = "defeated"
     TOO_FAST = "too_fast"
     OUT_OF_BOUNDS = "out_of_bounds"

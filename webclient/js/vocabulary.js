@@ -49,6 +49,7 @@ export const KickReason = Object.freeze({
 // `reject.code` values.
 export const RejectCode = Object.freeze({
   BAD_PAYLOAD: "bad_payload",
+  BAD_FRAME: "bad_frame",
   DEFEATED: "defeated",
   TOO_FAST: "too_fast",
   OUT_OF_BOUNDS: "out_of_bounds",
