@@ -113,15 +113,6 @@ class ActionAnswered:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredAnswer:
-    """From storage: a duplicate ``seq`` was found in the log (``None``: it never persisted)."""
-
-    seq: int
-    action_id: str | None
-    persisted_at: Any = None
-
-
-@dataclass(frozen=True, slots=True)
 class DeliverEvent:
     """From the zone: an observed event (its JSON without ``event_seq``)."""
 
@@ -137,6 +128,26 @@ class AttachSession:
 
     session: pykka.ActorRef
     session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResendAnswer:
+    """From the session: the client resent ``seq`` (≤ the last seq): answer it once more with
+    its original answer, or not at all while it is still in flight."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """From storage: a resent ``seq`` looked up in the durable log. ``action_id`` None: it was
+    never stored; else its ``action_type`` and ``payload`` rebuild the original ack's state."""
+
+    seq: int
+    action_id: str | None
+    persisted_at: Any = None
+    action_type: str | None = None
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +218,15 @@ class Persisted:
 
 @dataclass(frozen=True, slots=True)
 class PersistFailed:
-    """From storage: work ``work_id`` did not commit (``code`` unavailable or conflict)."""
+    """From storage: work ``work_id`` did not commit (``code`` unavailable or conflict).
+
+    ``fenced``: another owner took the character (a newer ownership epoch in the row); this
+    actor is stale and must stop without retrying."""
 
     work_id: int
     code: str
     message: str
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,11 +346,13 @@ class Persist:
     write: CharacterWrite | None
     reply_to: pykka.ActorRef
     cache_view: dict[str, Any] | None = None  # the character's public view, for the cache
+    chain: int = 0  # the character's rollback generation: a failure fails the rest of its chain
 
 
 @dataclass(frozen=True, slots=True)
 class LookupAction:
-    """Find ``seq`` of ``character_id`` in the log; reply StoredAnswer to ``reply_to``."""
+    """Find ``seq`` of ``character_id`` in the log; reply StoredAnswer to ``reply_to`` (the
+    character actor, which outlives its sessions)."""
 
     character_id: str
     seq: int

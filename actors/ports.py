@@ -52,6 +52,12 @@ class SessionHooks(Protocol):
     def snapshot_forced(self) -> None:
         """A resume could not be served from the event buffer."""
 
+    def welcomed(self) -> None:
+        """The session sent its ``welcome`` (a login succeeded)."""
+
+    def resumed(self) -> None:
+        """The session sent ``resumed`` (a resume succeeded)."""
+
 
 class ZoneLink(Protocol):
     """The zone's line to the other nodes of the cluster (``storage.relay.zone_relay`` implements it)."""

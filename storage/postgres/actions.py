@@ -37,6 +37,7 @@ class CharacterWrite:
     last_action_seq: int
     expected_version: int
     new_version: int
+    owner_epoch: int = 0  # the writer's ownership epoch: the row must still carry it (fencing)
 
 
 class VersionConflict(Exception):
