@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
+from transport.http_faults import fault_routes
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
 from transport.http_web import web_routes
@@ -18,6 +19,7 @@ def make_app(node) -> tornado.web.Application:
         (r"/ws", GameSocket),
         *ops_routes(),
         *web_routes(node.settings.mode),
+        *fault_routes(node.settings),
     ]
     s = node.settings.server
     return tornado.web.Application(
