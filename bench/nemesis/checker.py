@@ -17,7 +17,8 @@ Checks (each violation names the player, the seq and the last fault before it):
   next new action is not acked within 5 s (or the player never acts again);
 - ``readyz_200_while_stalled``: the node answered 200 while an action (of a character whose row
   was not deliberately locked) waited over 5 s for its answer;
-- ``readyz_503_while_committing``: the node answered 503 within 1 s of acking an action.
+- ``readyz_503_while_committing``: the node answered 503 while acking actions (acks in the
+  second before and in the second after the sample).
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
         for a in p.answers:
             outcomes[(a.character_id, a.seq)].append(a)
         for (_, seq), answers in outcomes.items():
+            answers.sort(key=lambda a: a.t)
             distinct = list(dict.fromkeys(a.outcome for a in answers))
             if len(distinct) > 1:
-                out.append(ctx.v("two_answers", p, seq, answers[1].t, " then ".join(distinct)))
+                second = next(a for a in answers if a.outcome != distinct[0])
+                out.append(ctx.v("two_answers", p, seq, second.t, " then ".join(distinct)))
 
     per_char = defaultdict(list)
     for e in events:
@@ -164,7 +167,8 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
             if hit is not None:
                 kind, player, seq = "readyz_200_while_stalled", hit[2], hit[3]
                 detail = f"node{s.node} /readyz 200 while seq {hit[3]} of {hit[2].name} waited"
-        elif s.status == 503 and any(abs(t - s.t) <= 1.0 for t in acks[s.node]):
+        elif (s.status == 503 and any(s.t - 1.0 <= t <= s.t for t in acks[s.node])
+              and any(s.t <= t <= s.t + 1.0 for t in acks[s.node])):
             kind, player, seq = "readyz_503_while_committing", None, None
             detail = f"node{s.node} /readyz 503 while it acked actions"
         if kind is None:

@@ -28,7 +28,9 @@ def schedule(seed: int, duration: float, players: int, nodes: int, kinds: list[s
     faults = []
     for i, (t, kind) in enumerate(zip(times, picks, strict=True)):
         target, params = f"p{rng.randrange(players)}", {}
-        if kind == "reload":
+        if kind == "tcp_drop":
+            params["then"] = rng.choice(("resume", "hello"))
+        elif kind == "reload":
             params["delay_s"] = round(rng.uniform(0.0, 20.0), 1)
         elif kind in ("twin_login", "twin_first_login"):
             params["nodes"] = "two" if nodes > 1 and rng.random() < 0.5 else "one"
@@ -76,7 +78,7 @@ class FaultRunner:
         return (node + 1) % len(self.cluster.nodes)
 
     async def _tcp_drop(self, f: Fault) -> None:
-        self.players[f.target].drop()
+        self.players[f.target].drop(resume=f.params.get("then", "resume") == "resume")
 
     async def _reload(self, f: Fault) -> None:
         self.players[f.target].reload(f.params["delay_s"])

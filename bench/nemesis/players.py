@@ -54,6 +54,7 @@ class Player:
         self.pending: dict[int, dict[str, Any]] = {}  # seq → {action_type, payload}
         self.inflight: dict[int, Transmission] = {}  # seq → its latest transmission
         self.paused_until = 0.0
+        self.failures = 0  # closes since the last welcome/resumed (the reconnect backoff)
         self.sending = True
         self.actions = 0
         self._down_since: float | None = 0.0
@@ -89,7 +90,8 @@ class Player:
                                            on_message_callback=route)
         except Exception:  # noqa: BLE001 - refused or timed out: the node is down, retry
             self.log.frames["connect_failed"] += 1
-            self.paused_until = self.clock.now() + 0.5
+            self.failures += 1
+            self.paused_until = self.clock.now() + self._backoff()
             return
         if attempt != self.attempt:
             conn.close()
@@ -128,6 +130,9 @@ class Player:
         tx = Transmission(self.clock.now(), seq, self.node, first or not action.get("sent"))
         action["sent"] = True
         self.log.transmissions.append(tx)
+        earlier = self.inflight.get(seq)
+        if earlier is not None:  # resent on the same socket (resync): the earlier wait ends
+            earlier.closed_at = tx.t
         self.inflight[seq] = tx
         assert self.conn is not None
         self.conn.write_message(json.dumps({"type": "action", "seq": seq, **{
@@ -191,6 +196,7 @@ class Player:
     def _established(self, frame: dict[str, Any]) -> None:
         self.reconnect_token = frame.get("reconnect_token") or ""
         self.active = True
+        self.failures = 0
         if self._down_since is not None:
             self.log.down.append((self._down_since, self.clock.now()))
             self._down_since = None
@@ -213,7 +219,13 @@ class Player:
             self._handshake.set_result(None)
         if code in (4004, 4009, 4029, 1008):  # resume impossible, replaced, throttled: log in again
             self.reconnect_token = ""
-        self.paused_until = max(self.paused_until, now + (3.0 if code == 4029 else 0.3 if code else 0.0))
+        if code is not None:
+            self.failures += 1
+            self.paused_until = max(self.paused_until, now + (3.0 if code == 4029 else self._backoff()))
+
+    def _backoff(self) -> float:
+        """Seconds before the next attempt: 0.3 s, growing to 3 s while attempts keep failing."""
+        return min(3.0, 0.3 * self.failures)
 
     def _mark_down(self) -> None:
         if self._down_since is None:
@@ -227,8 +239,10 @@ class Player:
 
     # ------------------------------------------------------------ faults
 
-    def drop(self) -> None:
-        """Abrupt TCP drop (RST, no close frame); the loop reconnects and resumes at once."""
+    def drop(self, resume: bool = True) -> None:
+        """Abrupt TCP drop (RST, no close frame); the loop reconnects at once: with ``resume``,
+        or with a fresh ``hello`` (keeping its pending actions, as the client does when it has
+        no usable reconnect token)."""
         conn = self.conn
         self.attempt += 1  # frames of the dropped socket are not ours any more
         if conn is not None:
@@ -244,6 +258,8 @@ class Player:
             else:
                 conn.close()
         self._closed(None)
+        if not resume:
+            self.reconnect_token = ""
 
     def reload(self, delay_s: float, node: int | None = None) -> None:
         """A page reload: drop the socket and forget everything (pending actions, reconnect
