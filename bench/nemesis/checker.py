@@ -171,6 +171,8 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
               and any(s.t <= t <= s.t + 1.0 for t in acks[s.node])):
             kind, player, seq = "readyz_503_while_committing", None, None
             detail = f"node{s.node} /readyz 503 while it acked actions"
+            if ctx.during(s.t, "redis_outage"):
+                detail += " (Redis was down: docs/decisions.md makes /readyz 503 then)"
         if kind is None:
             continue
         key = (s.node, kind)
@@ -201,6 +203,9 @@ class _Context:
         if mine and t - mine[-1].t < 30.0:
             return mine[-1]
         return before[-1] if before else None
+
+    def during(self, t: float, kind: str) -> bool:
+        return any(f.kind == kind and f.t <= t <= (f.end if f.end is not None else f.t) for f in self.faults)
 
     def fault_on(self, target: str) -> Fault | None:
         return next((f for f in self.faults if f.target == target), None)
