@@ -135,7 +135,7 @@ def test_the_crash_hook_exists_only_when_enabled() -> None:
 
 @pytest.mark.slow
 def test_a_short_real_run_reports_everything() -> None:
-    """15 s, one node, a few faults: the tool runs end to end and prints a complete report
+    """25 s, one node, a few faults: the tool runs end to end and prints a complete report
     (today's code may have violations; this asserts the report, not a clean run)."""
     env = dict(os.environ)
     proc = subprocess.run(

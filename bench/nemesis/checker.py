@@ -129,7 +129,8 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
             if tx.answered_at is None:
                 waited = (tx.closed_at if tx.closed_at is not None else end) - tx.t
                 if waited >= NO_ANSWER_S:
-                    out.append(ctx.v("no_answer", p, tx.seq, tx.t, f"unanswered for {waited:.1f} s on an open socket"))
+                    out.append(ctx.v("no_answer", p, tx.seq, tx.t, f"unanswered for {waited:.1f} s on an open socket",
+                                     cause_t=tx.t + 2.0))  # a fault just after the send stalls it too
 
     for p in players:
         nxt = next((tx for tx in p.transmissions if tx.first and tx.t >= t_clear), None)
@@ -145,7 +146,7 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
 
 def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tuple[str, float, float]],
                ctx: _Context) -> list[Violation]:
-    stalls: dict[int, list[tuple[float, float, PlayerLog, int]]] = defaultdict(list)
+    stalls: dict[int, list[tuple[float, float, PlayerLog, int, float]]] = defaultdict(list)
     acks: dict[int, list[float]] = defaultdict(list)
     for p in players:
         for tx in p.transmissions:
@@ -154,19 +155,20 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
                 continue
             if any(p.character_id == cid and a <= tx.t + STALL_S and tx.t <= b for cid, a, b in locked):
                 continue  # its own row is locked on purpose: only it may wait
-            stalls[tx.node].append((tx.t + STALL_S, done, p, tx.seq))
+            stalls[tx.node].append((tx.t + STALL_S, done, p, tx.seq, tx.t))
         for a in p.answers:
             if a.kind == "ack":
                 acks[a.node].append(a.t)
     out: list[Violation] = []
     last: dict[tuple[int, str], float] = {}
     for s in sorted(samples, key=lambda s: s.t):
-        kind = None
+        kind, cause = None, None
         if s.status == 200:
             hit = next((x for x in stalls[s.node] if x[0] <= s.t <= x[1]), None)
             if hit is not None:
-                kind, player, seq = "readyz_200_while_stalled", hit[2], hit[3]
-                detail = f"node{s.node} /readyz 200 while seq {hit[3]} of {hit[2].name} waited"
+                kind, player, seq, cause = "readyz_200_while_stalled", hit[2], hit[3], hit[4] + 2.0
+                detail = (f"node{s.node} /readyz 200 while seq {hit[3]} of {hit[2].name} waited "
+                          f"(sent at {hit[4]:.1f}s)")
         elif (s.status == 503 and any(s.t - 1.0 <= t <= s.t for t in acks[s.node])
               and any(s.t <= t <= s.t + 1.0 for t in acks[s.node])):
             kind, player, seq = "readyz_503_while_committing", None, None
@@ -180,7 +182,7 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
             last[key] = s.t
             continue
         last[key] = s.t
-        out.append(ctx.v(kind, player, seq, s.t, detail))
+        out.append(ctx.v(kind, player, seq, s.t, detail, cause_t=cause))
     return out
 
 
@@ -192,9 +194,11 @@ class _Context:
         self.faults = sorted(faults, key=lambda f: f.t)
 
     def v(self, check: str, p: PlayerLog | None, seq: int | None, t: float | None, detail: str,
-          fault: Fault | None = None) -> Violation:
-        if fault is None and t is not None:
-            fault = self.fault_before(t, p.name if p else None)
+          fault: Fault | None = None, cause_t: float | None = None) -> Violation:
+        """A violation; its fault is the last one before ``cause_t`` (default ``t``)."""
+        cause_t = t if cause_t is None else cause_t
+        if fault is None and cause_t is not None:
+            fault = self.fault_before(cause_t, p.name if p else None)
         return Violation(check, p.name if p else None, seq, t, detail, fault)
 
     def fault_before(self, t: float, player: str | None) -> Fault | None:
