@@ -227,7 +227,8 @@ class _Context:
     def sent_at(p: PlayerLog | None, seq: int) -> float | None:
         if p is None:
             return None
-        return next((tx.t for tx in p.transmissions if tx.seq == seq), None)
+        # The last send: a stored twin comes from a resend more often than from the first send.
+        return max((tx.t for tx in p.transmissions if tx.seq == seq), default=None)
 
 
 def _same_action(sent_type: str, sent: dict, stored_type: str, stored: dict) -> bool:
