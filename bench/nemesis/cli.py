@@ -106,6 +106,7 @@ async def nemesis(args: argparse.Namespace) -> dict[str, Any]:
         locked = [(f.params["character"], f.t, f.end or f.t) for f in faults
                   if f.kind == "lock_row" and "character" in f.params]
         violations = check([p.log for p in players], faults, samples, db, t_clear=t_clear, end=end, locked=locked)
+        report["server_crashes"] = _actor_crashes(workdir)
         report.update(ok=not violations, violations=violations, players=[p.log for p in players],
                       samples=samples, db=db, t_clear=t_clear, end=end)
     except BaseException as exc:  # noqa: BLE001 - Ctrl-C or a broken run: tear down, report
@@ -133,6 +134,17 @@ async def _poll_ready(cluster: Any, clock: Any, samples: list[Sample], stop: asy
             if not n.down:
                 samples.append(Sample(t, n.index, status))
         await asyncio.sleep(0.5)
+
+
+def _actor_crashes(workdir: Path) -> Counter[str]:
+    """Unhandled exceptions per actor class in the nodes' logs (a shared actor among them
+    breaks DESIGN rule 8 even when no check above notices)."""
+    found: Counter[str] = Counter()
+    for log in sorted(workdir.glob("node*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "Unhandled exception in " in line:
+                found["unhandled exception in " + line.split("Unhandled exception in ", 1)[1].split(" ")[0]] += 1
+    return found
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -165,6 +177,9 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append("players (acks, rejects, seconds unable to act): " + ", ".join(
         f"{p.name} {sum(x.kind == 'ack' for x in p.answers)}/{sum(x.kind == 'reject' for x in p.answers)}"
         f"/{p.down_s():.0f}s" for p in players))
+    crashes = r.get("server_crashes") or {}
+    lines.append("server logs: " + (", ".join(f"{k} {n}" for k, n in sorted(crashes.items()))
+                                    if crashes else "no unhandled actor exception"))
     v: list[Violation] = r["violations"]
     counts = Counter(x.check for x in v)
     lines.append("")

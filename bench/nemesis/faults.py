@@ -30,8 +30,10 @@ def schedule(seed: int, duration: float, players: int, nodes: int, kinds: list[s
         target, params = f"p{rng.randrange(players)}", {}
         if kind == "tcp_drop":
             params["then"] = rng.choice(("resume", "hello"))
+            params["gap_ms"] = rng.choice((0, 1, 2, 3, 5, 8, 13, 21))
         elif kind == "reload":
             params["delay_s"] = round(rng.uniform(0.0, 20.0), 1)
+            params["gap_ms"] = rng.choice((0, 1, 2, 3, 5, 8, 13, 21))
         elif kind in ("twin_login", "twin_first_login"):
             params["nodes"] = "two" if nodes > 1 and rng.random() < 0.5 else "one"
             if kind == "twin_first_login":
@@ -78,10 +80,14 @@ class FaultRunner:
         return (node + 1) % len(self.cluster.nodes)
 
     async def _tcp_drop(self, f: Fault) -> None:
-        self.players[f.target].drop(resume=f.params.get("then", "resume") == "resume")
+        p = self.players[f.target]
+        await p.burst(f.params["gap_ms"] / 1000)
+        p.drop(resume=f.params["then"] == "resume")
 
     async def _reload(self, f: Fault) -> None:
-        self.players[f.target].reload(f.params["delay_s"])
+        p = self.players[f.target]
+        await p.burst(f.params["gap_ms"] / 1000)
+        p.reload(f.params["delay_s"])
         f.end = self.clock.now() + f.params["delay_s"]
 
     async def _twin_login(self, f: Fault) -> None:

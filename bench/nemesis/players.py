@@ -239,6 +239,13 @@ class Player:
 
     # ------------------------------------------------------------ faults
 
+    async def burst(self, gap_s: float) -> None:
+        """Fill the window with new actions, then wait ``gap_s``: a fault right after leaves
+        them in flight (the server may have them, their answers are lost)."""
+        while self.active and self.sending and len(self.pending) < WINDOW:
+            self._new_action()
+        await asyncio.sleep(gap_s)
+
     def drop(self, resume: bool = True) -> None:
         """Abrupt TCP drop (RST, no close frame); the loop reconnects at once: with ``resume``,
         or with a fresh ``hello`` (keeping its pending actions, as the client does when it has
