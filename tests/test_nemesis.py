@@ -65,6 +65,14 @@ def test_a_seq_stored_twice_and_an_unsent_row_are_flagged() -> None:
     assert checks == ["row_not_sent", "seq_stored_twice"]
 
 
+def test_a_reject_of_a_stored_action_is_flagged() -> None:
+    players, faults, samples, db = _clean()
+    players[0].answers.append(Answer(2.5, 2, "reject", CID, code="unavailable", action=("move", {"dx": 0, "dy": 1})))
+    players[0].answers.append(Answer(2.6, 2, "reject", CID, code="duplicate", action=("move", {"dx": 0, "dy": 1})))
+    checks = sorted(v.check for v in _check(players, faults, samples, db))
+    assert checks == ["reject_but_stored", "two_answers"]
+
+
 def test_a_row_that_does_not_fold_is_flagged() -> None:
     players, faults, samples, db = _clean()
     db["characters"][0]["y"] += 1

@@ -3,6 +3,8 @@
 Checks (each violation names the player, the seq and the last fault before it):
 
 - ``ack_not_stored``: an ack's action_id is not in ``action_event`` (for that character and seq);
+- ``reject_but_stored``: a reject (other than ``duplicate``) for an action that is in the log
+  (the same action the player had sent as that seq): a reject must mean not stored;
 - ``seq_stored_twice``: one (character, seq) in the log more than once;
 - ``row_not_sent``: a logged action no player sent with that seq (action type and payload);
 - ``two_answers``: one (character, seq) answered with two different outcomes (a resent
@@ -76,6 +78,15 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
             if e is None or e["seq"] != a.seq or (a.character_id and e["character_id"] != a.character_id):
                 found = "not in action_event" if e is None else f"stored as seq {e['seq']}"
                 out.append(ctx.v("ack_not_stored", p, a.seq, a.t, f"ack {a.action_id} {found}"))
+
+    logged = {(e["character_id"], e["seq"]): e for e in events if e["seq"] is not None}
+    for p in players:
+        for a in p.answers:
+            e = logged.get((a.character_id, a.seq))
+            if (a.kind == "reject" and a.code != "duplicate" and e is not None and a.action is not None
+                    and _same_action(*a.action, e["action_type"], e["payload"])):
+                out.append(ctx.v("reject_but_stored", p, a.seq, a.t,
+                                 f"reject {a.code}, yet stored as {e['action_id']}"))
 
     seqs = Counter((e["character_id"], e["seq"]) for e in events if e["seq"] is not None)
     for (cid, seq), n in sorted(seqs.items(), key=lambda kv: (kv[0][0], kv[0][1])):

@@ -154,8 +154,10 @@ class Player:
             self.last_event_seq = max(self.last_event_seq, frame.get("event_seq", 0))
         elif kind in ("ack", "reject"):
             seq = frame["seq"]
+            mine = self.pending.get(seq)
             self.log.answers.append(Answer(
-                now, seq, kind, self.log.character_id, frame.get("action_id"), frame.get("code"), self.node))
+                now, seq, kind, self.log.character_id, frame.get("action_id"), frame.get("code"), self.node,
+                (mine["action_type"], mine["payload"]) if mine else None))
             if kind == "reject":
                 self.log.frames[f"reject {frame.get('code')}"] += 1
             tx = self.inflight.pop(seq, None)
@@ -269,9 +271,14 @@ class Player:
             self.reconnect_token = ""
 
     def reload(self, delay_s: float, node: int | None = None) -> None:
-        """A page reload: drop the socket and forget everything (pending actions, reconnect
-        token, the seq); a fresh hello ``delay_s`` later, optionally on another node."""
-        self.drop()
+        """A page reload: the browser closes the socket (1001 going away), the page forgets
+        everything (pending actions, reconnect token, the seq); a fresh hello ``delay_s``
+        later, optionally on another node."""
+        conn = self.conn
+        self.attempt += 1
+        if conn is not None:
+            conn.close(1001, "page reload")
+        self._closed(None)
         self.pending.clear()
         self.reconnect_token = ""
         self.paused_until = self.clock.now() + delay_s

@@ -20,6 +20,7 @@ class Answer:
     action_id: str | None = None
     code: str | None = None
     node: int = 0
+    action: tuple[str, dict[str, Any]] | None = None  # what the player had sent as this seq
 
     @property
     def outcome(self) -> str:
