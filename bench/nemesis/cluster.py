@@ -22,6 +22,7 @@ import psycopg
 from bench.loadgen import ROOT, ServerProcess, _free_port, _with_dbname
 
 MAP = "arena"
+NEMESIS_APP = "tilehall-nemesis"  # application_name of our own connections
 
 
 class RedisServer:
@@ -187,11 +188,13 @@ class Cluster:
     # ------------------------------------------------------------ faults on the processes
 
     def terminate_backends(self) -> int:
-        """``pg_terminate_backend`` of every other connection to the run's database."""
+        """``pg_terminate_backend`` of the servers' connections to the run's database (not
+        ours: a row lock held by the nemesis stays)."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()", (self.db_name,)).fetchall()
+                "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s",
+                (self.db_name, NEMESIS_APP)).fetchall()
         return len(rows)
 
     def lock_row(self, character_id: str, hold_s: float) -> None:
@@ -199,7 +202,7 @@ class Cluster:
         lock ends early when the run is torn down)."""
         done = threading.Event()
         self._locks.append(done)
-        with psycopg.connect(self.db_url) as conn:
+        with psycopg.connect(self.db_url, application_name=NEMESIS_APP) as conn:
             conn.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE",
                          (character_id,))
             done.wait(hold_s)
