@@ -172,6 +172,7 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
                 acks[a.node].append(a.t)
     out: list[Violation] = []
     last: dict[tuple[int, str], float] = {}
+    runs: dict[tuple[int, str], tuple[Violation, float, int]] = {}  # the open run of samples
     for s in sorted(samples, key=lambda s: s.t):
         kind, cause = None, None
         if s.status == 200:
@@ -191,9 +192,16 @@ def _readiness(players: list[PlayerLog], samples: list[Sample], locked: list[tup
         key = (s.node, kind)
         if key in last and s.t - last[key] < 2.0:  # one violation per run of samples
             last[key] = s.t
+            v, start, n = runs[key]
+            runs[key] = (v, start, n + 1)
             continue
         last[key] = s.t
-        out.append(ctx.v(kind, player, seq, s.t, detail, cause_t=cause))
+        v = ctx.v(kind, player, seq, s.t, detail, cause_t=cause)
+        runs[key] = (v, s.t, 1)
+        out.append(v)
+    for key, (v, _start, n) in runs.items():
+        if n > 1:
+            v.detail += f" ({n} samples to t={last[key]:.1f}s)"
     return out
 
 
