@@ -42,6 +42,8 @@ class RedisServer:
         """Start it and wait until it answers PING."""
         import redis
 
+        self.stop()  # never two of ours on the port
+
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],

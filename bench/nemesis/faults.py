@@ -57,6 +57,7 @@ class FaultRunner:
         self.cluster = cluster
         self.players = players
         self.clock = clock
+        self._busy: dict[str, asyncio.Lock] = {}  # one outage of a process at a time
 
     async def run(self, faults: list[Fault]) -> None:
         """Start every fault at its time (they may overlap); return when all are over."""
@@ -110,9 +111,10 @@ class FaultRunner:
 
     async def _kill_node(self, f: Fault) -> None:
         node = self.cluster.nodes[int(f.target.removeprefix("node"))]
-        await node.kill()
-        await asyncio.sleep(f.params["down_s"])
-        await node.start()
+        async with self._busy.setdefault(f.target, asyncio.Lock()):
+            await node.kill()
+            await asyncio.sleep(f.params["down_s"])
+            await node.start()
 
     async def _pg_terminate(self, f: Fault) -> None:
         n = await asyncio.to_thread(self.cluster.terminate_backends)
@@ -127,9 +129,10 @@ class FaultRunner:
         await asyncio.to_thread(self.cluster.lock_row, p.log.character_id, f.params["hold_s"])
 
     async def _redis_outage(self, f: Fault) -> None:
-        await asyncio.to_thread(self.cluster.redis.stop)
-        await asyncio.sleep(f.params["down_s"])
-        await asyncio.to_thread(self.cluster.redis.start)
+        async with self._busy.setdefault(f.target, asyncio.Lock()):
+            await asyncio.to_thread(self.cluster.redis.stop)
+            await asyncio.sleep(f.params["down_s"])
+            await asyncio.to_thread(self.cluster.redis.start)
 
     async def _crash_actor(self, f: Fault) -> None:
         p = self.players[f.target]
