@@ -120,6 +120,10 @@ class ClusterSettings(_Group):
         return self
 
 
+class DebugSettings(_Group):
+    fault_hooks: bool = False
+
+
 class LoggingSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -151,6 +155,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    debug: DebugSettings = Field(default_factory=DebugSettings)
 
     @field_validator("database_url")
     @classmethod

@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the load benchmark (see bench/README.md)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+    nemesis = sub.add_parser("nemesis", prefix_chars="+", add_help=False,
+                             help="fault-injection run with a checker (see docs/nemesis.md)")
+    nemesis.add_argument("nemesis_args", nargs="*")
+    nemesis.set_defaults(func=cmd_nemesis)
     return p
 
 
@@ -197,6 +201,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.loadgen import main as bench_main
 
     return bench_main(args.bench_args)
+
+
+def cmd_nemesis(settings: Settings, args: argparse.Namespace) -> int:
+    """Delegate to the fault-injection run in bench/nemesis (its options follow ``nemesis``)."""
+    from bench.nemesis import main as nemesis_main
+
+    return nemesis_main(args.nemesis_args)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class MetricsHandler(_NodeHandler):
         self.finish(encoder(self.node.metrics.registry))
 
 
-class _AdminHandler(_NodeHandler):
+class AdminHandler(_NodeHandler):
     """Base of ``/debug/*``: the admin bearer token when one is configured, else loopback only."""
 
     def prepare(self) -> None:
@@ -133,7 +133,7 @@ def _row(snap: dict[str, Any], now: float) -> dict[str, Any]:
     return row
 
 
-class DebugActorsHandler(_AdminHandler):
+class DebugActorsHandler(AdminHandler):
     """``GET /debug/actors[?class=SessionActor]``: every live actor (JSON, or an HTML table when
     the client prefers text/html)."""
 
@@ -155,7 +155,7 @@ class DebugActorsHandler(_AdminHandler):
                            "by_class": by_class, "actors": rows}))
 
 
-class DebugActorHandler(_AdminHandler):
+class DebugActorHandler(AdminHandler):
     """``GET /debug/actors/{urn}``: one actor's snapshot plus its ``describe()``; 404 unknown."""
 
     def get(self, urn: str) -> None:

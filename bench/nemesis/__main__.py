@@ -1,0 +1,7 @@
+"""``python -m bench.nemesis``: the same as ``tilehall nemesis``."""
+
+import sys
+
+from bench.nemesis import main
+
+sys.exit(main())
