@@ -137,8 +137,8 @@ def test_the_crash_hook_exists_only_when_enabled() -> None:
     from config.settings import load_settings
     from transport.http_faults import fault_routes
 
-    assert fault_routes(load_settings()) == []
-    assert [r[0] for r in fault_routes(load_settings(debug={"fault_hooks": True}))] == ["/debug/faults/crash"]
+    assert fault_routes(load_settings(), {}) == []
+    assert [r[0] for r in fault_routes(load_settings(debug={"fault_hooks": True}), {})] == ["/debug/faults/crash"]
 
 
 @pytest.mark.slow

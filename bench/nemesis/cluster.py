@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from bench.loadgen import ROOT, ServerProcess, _free_port, _with_dbname
+from storage.postgres import admin
 
 MAP = "arena"
 NEMESIS_APP = "tilehall-nemesis"  # application_name of our own connections
@@ -169,11 +170,11 @@ class Cluster:
 
     async def start(self) -> None:
         """Database (created and migrated), Redis, then every node."""
-        from storage import migrate
+        from storage.postgres import migrate
 
         def create() -> None:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+                admin.create_database(conn, self.db_name)
             self.db_created = True
             migrate.migrate(self.db_url)
 
@@ -193,11 +194,7 @@ class Cluster:
         """``pg_terminate_backend`` of the servers' connections to the run's database (not
         ours: a row lock held by the nemesis stays)."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s",
-                (self.db_name, NEMESIS_APP)).fetchall()
-        return len(rows)
+            return admin.terminate_backends(conn, self.db_name, NEMESIS_APP)
 
     def lock_row(self, character_id: str, hold_s: float) -> None:
         """Hold ``SELECT ... FOR UPDATE`` on the character's row for ``hold_s`` (blocking; the
@@ -205,21 +202,14 @@ class Cluster:
         done = threading.Event()
         self._locks.append(done)
         with psycopg.connect(self.db_url, application_name=NEMESIS_APP) as conn:
-            conn.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE",
-                         (character_id,))
+            admin.lock_character_row(conn, character_id)
             done.wait(hold_s)
             conn.rollback()
 
     def fetch(self) -> dict:
         """What the checker needs from the database: the rows and the action log."""
         with psycopg.connect(self.db_url) as conn:
-            chars = conn.execute(
-                "SELECT character_id::text, user_id, position_x, position_y, health, max_health,"
-                " inventory_json, last_action_seq FROM character_profile").fetchall()
-            events = conn.execute(
-                "SELECT action_id::text, user_id, character_id::text, sequence_number,"
-                " action_type::text, payload_json FROM action_event"
-                " ORDER BY persisted_at, tableoid, ctid").fetchall()
+            chars, events = admin.characters_and_log(conn)
         return {
             "characters": [
                 {"character_id": c[0], "user_id": c[1], "x": c[2], "y": c[3], "health": c[4],
@@ -243,7 +233,7 @@ class Cluster:
         if self.db_created:
             def drop() -> None:
                 with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+                    admin.drop_database(conn, self.db_name)
             await asyncio.to_thread(drop)
 
     def remove_workdir(self) -> None:
