@@ -188,7 +188,8 @@ class SessionActor(TilehallActor):
                 self.hooks.action_answered(time.perf_counter() - msg.received_at, False, RejectCode.TOO_FAST)
                 return
             self.pending[seq] = msg.received_at
-            self.character.tell(SubmitAction(seq, msg.action_type, msg.payload, msg.received_at))
+            # A character that was fenced has stopped and kicked this session: its kick follows.
+            tell_if_alive(self.character, SubmitAction(seq, msg.action_type, msg.payload, msg.received_at))
 
     def on_MalformedAction(self, msg: MalformedAction) -> None:
         """A bad action frame whose seq is readable: the expected seq gets a reject."""
