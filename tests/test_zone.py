@@ -317,3 +317,22 @@ def test_replies_to_stopped_actors_do_not_kill_the_zone_and_its_death_is_reporte
         assert isinstance(died.get(timeout=5), RuntimeError)
     finally:
         pykka.ActorRegistry.stop_all()
+
+
+def test_a_stale_actors_leave_does_not_remove_the_characters_new_actor(zone) -> None:
+    """A fenced (old) character actor leaves after a new actor of the same character entered:
+    the new one stays in the zone."""
+    from actors.messages import LeaveZone
+
+    q = queue.Queue()
+    s = Recorder.start(q)
+    old, new = Recorder.start(queue.Queue()), Recorder.start(queue.Queue())
+    zone.tell(EnterZone(_view(A, "ann", 1, 1), old, s))
+    zone.tell(EnterZone(_view(A, "ann", 1, 1), new, s))
+    zone.tell(LeaveZone(A, old))
+    zone.tell(EnterZone(_view(B, "bob", 2, 1), s, s))
+    snaps = [_next(q, lambda m: "snapshot" in m) for _ in range(3)]
+    assert sorted(c["character_id"] for c in snaps[-1]["snapshot"]["characters"]) == [A, B]
+    zone.tell(LeaveZone(A, new))
+    zone.tell(EnterZone(_view(B, "bob", 2, 1), s, s))
+    assert [c["character_id"] for c in _next(q, lambda m: "snapshot" in m)["snapshot"]["characters"]] == [B]
