@@ -32,6 +32,39 @@ class Work:
     view: dict[str, Any] | None = None  # the public view after this work (events, cache)
     effects: tuple[DeliverEffect, ...] = ()
     taken_item: ItemSpawn | None = None
+    chain: int = 0  # the character's rollback generation when the work was built
+    stored: dict[str, Any] | None = None  # the log row's payload when it says more than the event
+
+
+def stored_payload(action_type: str, payload: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any] | None:
+    """The log row's payload of an action whose ack says what its event does not (None: the
+    event's payload): an ability's ``cooldown_s`` and, when it changed, the inventory (private,
+    so never in the event). :func:`stored_ack_state` rebuilds the ack's state from it."""
+    if action_type != "ability":
+        return None
+    extra = {"cooldown_s": changed["cooldown_s"]}
+    if "inventory" in changed:
+        extra["inventory"] = changed["inventory"]
+    return {**payload, **extra}
+
+
+def stored_ack_state(action_type: str | None, payload: dict[str, Any] | None, limits: rules.RuleLimits) -> dict[str, Any]:
+    """The ``state`` of the original ack of a stored action, from its log row (a resend whose
+    answer was forgotten). The same fields the live ack's ``changed`` had: a move its tile
+    (``rules.apply_move``), a chat nothing, an ability its ``cooldown_s`` and the health and
+    inventory it changed (``rules.apply_ability``). Rows written before the inventory and
+    cooldown were stored get the cooldown of ``limits`` and no inventory."""
+    p = payload or {}
+    if action_type == "move":
+        return {"x": p["x"], "y": p["y"]}
+    if action_type != "ability":
+        return {}
+    state: dict[str, Any] = {"cooldown_s": p.get("cooldown_s", float(limits.cooldowns.get(p.get("name"), 0.0)))}
+    if "health" in p:
+        state["health"] = p["health"]
+    if "inventory" in p:
+        state["inventory"] = p["inventory"]
+    return state
 
 
 def state_from_record(record: CharacterRecord, max_json_bytes: int) -> rules.CharacterState:
@@ -65,19 +98,21 @@ def profile(state: rules.CharacterState, display_name: str) -> dict[str, Any]:
 
 def event_row(work: Work, user_id: str) -> EventRow:
     """The durable log row of ``work``."""
+    payload = work.payload if work.stored is None else work.stored
     return EventRow(work.action_id, user_id, work.state.character_id, work.seq, work.action_type,
-                    json.dumps(work.payload, separators=(",", ":")))
+                    json.dumps(payload, separators=(",", ":")))
 
 
 def character_write(
-    state: rules.CharacterState, columns: tuple[str, str], last_seq: int, version: int
+    state: rules.CharacterState, columns: tuple[str, str], last_seq: int, version: int, owner_epoch: int = 0,
 ) -> CharacterWrite:
-    """The row update that makes ``state`` durable as ``version`` (checked against version - 1);
-    ``columns`` are its inventory and stats JSON (:class:`ColumnJson`)."""
+    """The row update that makes ``state`` durable as ``version`` (checked against version - 1)
+    by the owner holding ``owner_epoch`` (the row must still carry it: fencing); ``columns`` are
+    its inventory and stats JSON (:class:`ColumnJson`)."""
     inventory_json, stats_json = columns
     return CharacterWrite(
         state.character_id, state.x, state.y, state.health, state.max_health, inventory_json, stats_json,
-        last_seq, version - 1, version,
+        last_seq, version - 1, version, owner_epoch,
     )
 
 

@@ -248,9 +248,11 @@ class EnterZone:
 
 @dataclass(frozen=True, slots=True)
 class LeaveZone:
-    """A character leaves the zone (its tile becomes free)."""
+    """A character leaves the zone (its tile becomes free). With ``character`` set, only if that
+    actor is the member (a stale actor must not remove the character's new actor)."""
 
     character_id: str
+    character: pykka.ActorRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +286,11 @@ class ReturnItem:
 
 @dataclass(frozen=True, slots=True)
 class RespawnItem:
-    """Timer: a picked-up item appears again at its map position."""
+    """Timer: a picked-up item appears again at its map position. ``pickup`` numbers the
+    pickup that set the timer (0: a respawn of an item another node held)."""
 
     item: ItemSpawn
+    pickup: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Status: connecting → active → reconnecting → active; active|reconnecting → terminating →
 removed. It checks sequence numbers (DESIGN rule 4), remembers recent answers so a resent
-action gets its original ack, numbers the events it sends (``event_seq``) and keeps the recent
+action gets its original answer (one it does not remember is the character's to answer: it
+knows what is in flight and looks the rest up in the log), numbers the events it sends (``event_seq``) and keeps the recent
 ones for a delta replay after a reconnect.
 """
 
@@ -30,13 +31,12 @@ from actors.messages import (
     Heartbeat,
     Kick,
     Logout,
-    LookupAction,
     MalformedAction,
     ReconnectWindowOver,
+    ResendAnswer,
     Resume,
     SnapshotFor,
     StartSession,
-    StoredAnswer,
     SubmitAction,
     WorldSnapshotReady,
 )
@@ -156,6 +156,7 @@ class SessionActor(TilehallActor):
             )
         )
         self._set_status(ACTIVE)
+        self.hooks.welcomed()
         early, self._early_events = self._early_events, []
         for body in early:
             self._deliver(body)
@@ -184,10 +185,11 @@ class SessionActor(TilehallActor):
                 frame = self.codec.reject_json(seq, RejectCode.TOO_FAST, "too many actions waiting for their ack")
                 self._remember(seq, frame)
                 self._send(frame)
-                self.hooks.action_answered(0.0, False, RejectCode.TOO_FAST)
+                self.hooks.action_answered(time.perf_counter() - msg.received_at, False, RejectCode.TOO_FAST)
                 return
             self.pending[seq] = msg.received_at
-            self.character.tell(SubmitAction(seq, msg.action_type, msg.payload, msg.received_at))
+            # A character that was fenced has stopped and kicked this session: its kick follows.
+            tell_if_alive(self.character, SubmitAction(seq, msg.action_type, msg.payload, msg.received_at))
 
     def on_MalformedAction(self, msg: MalformedAction) -> None:
         """A bad action frame whose seq is readable: the expected seq gets a reject."""
@@ -213,21 +215,15 @@ class SessionActor(TilehallActor):
             self.hooks.action_answered(latency, msg.reject_code is None, msg.reject_code)
         self._send(msg.frame_json)
 
-    def on_StoredAnswer(self, msg: StoredAnswer) -> None:
-        """A duplicate's answer from the durable log."""
-        if msg.action_id is not None:
-            frame = self.codec.ack_json(msg.seq, msg.action_id, msg.persisted_at, {})
-        else:
-            # not a v1 code: see the ownership issue
-            frame = self.codec.reject_json(msg.seq, "duplicate", f"seq {msg.seq} was answered already")
-        self._send(frame)
-
     def _resend_answer(self, seq: int) -> None:
+        """A resent seq: its remembered answer again; nothing while it is pending here (its
+        answer is on the way); else the character answers it (in flight there, remembered
+        there, or looked up in the log): exactly one answer, the original one."""
         frame = self.answers.get(seq)
         if frame is not None:
             self._send(frame)
-        elif seq not in self.pending:  # in flight: its answer is on the way
-            self.storage.tell(LookupAction(self.character_id, seq, self.actor_ref))
+        elif seq not in self.pending:
+            tell_if_alive(self.character, ResendAnswer(seq))
 
     def _remember(self, seq: int, frame: str) -> None:
         self.answers[seq] = frame
@@ -321,6 +317,7 @@ class SessionActor(TilehallActor):
                 event_seq=self.event_seq,
             )
         )
+        self.hooks.resumed()
 
     # ---------------------------------------------------------------- endings
 

@@ -12,12 +12,25 @@ characters as *local* members and mirrors the other nodes' characters as *remote
 (``actors.zone_peers``, over the zone link ``storage.relay.zone_relay``). Remote members stand on
 tiles (a local move onto one is ``occupied``), appear in snapshots, can be targeted, and their
 events reach the local sessions that see them.
+
+Items across nodes: a pickup takes the item off this node's map at once and tells the other
+nodes (an ``item`` message, and every roster lists the items this node's players hold that are
+not back yet); an item comes back on this map from another node only if that node took it
+(``taken_by``), and never while a player of this node holds it. What stays open without a
+shared item store (the zone does no I/O): two nodes that grant a pickup of the same item within
+the few milliseconds before either hears of the other's both give it to their player; each
+node's item then comes back by its own respawn.
+
+Supervision: no handler replies with a bare tell (a reply to an actor that stopped first must
+not crash the zone); if the zone dies anyway, ``on_died`` (the node's supervisor) is called.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from actors.base import TilehallActor, tell_if_alive
@@ -26,6 +39,7 @@ from actors.messages import (
     DeliverEffect,
     DeliverEvent,
     EnterZone,
+    FailNow,
     FromPeer,
     LeaveZone,
     MoveVerdict,
@@ -45,6 +59,8 @@ from actors.world_map import ItemSpawn, WorldMap
 from actors.zone_grid import Member, ZoneGrid
 from actors.zone_peers import ZonePeers
 
+log = logging.getLogger(__name__)
+
 # The "character" of events about the world itself (an item growing back): the nil UUID.
 WORLD_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -55,6 +71,7 @@ class ZoneActor(TilehallActor):
     def __init__(
         self, world: WorldMap, view_radius: int, item_respawn_s: float, codec: FrameCodec,
         link: ZoneLink | None = None, peer_timeout_s: float = 6.0,
+        on_died: Callable[[BaseException], None] | None = None,
     ) -> None:
         super().__init__()
         self.world = world
@@ -65,9 +82,14 @@ class ZoneActor(TilehallActor):
         self.grid = ZoneGrid(view_radius)
         self.world_items: dict[str, ItemSpawn] = {i.item_id: i for i in world.items}
         self.items = dict(self.world_items)  # those on the map now
+        self.taken_here: dict[str, int] = {}  # item → its pickup number, held by a player of this node
+        self.taken_by: dict[str, str] = {}  # item → the other node whose player took it
+        self._pickups = 0
+        self.on_died = on_died
         self.peers = ZonePeers(
             world.map_id, link, peer_timeout_s, self.grid,
             show=self._show, deliver=self._peer_deliver, item_moved=self._peer_item,
+            taken=lambda: sorted(self.taken_here), node_gone=self._node_gone, bounds=(world.width, world.height),
         )
         self.debug_status = "0 characters"
 
@@ -80,13 +102,16 @@ class ZoneActor(TilehallActor):
         if old is not None:
             self._drop(cid, old)
         member = self._add(cid, Member(msg.view, msg.character, msg.session))
-        msg.session.tell(WorldSnapshotReady(self._snapshot(member.position)))
+        tell_if_alive(msg.session, WorldSnapshotReady(self._snapshot(member.position)))
         self.peers.entered(msg.view)
 
     def on_LeaveZone(self, msg: LeaveZone) -> None:
-        """A character leaves; its tile is free again."""
+        """A character leaves; its tile is free again. A leave from an actor that is no longer
+        the member (a stale actor after a newer one entered) changes nothing."""
         member = self.grid.members.get(msg.character_id)
-        if member is not None and member.node is None:
+        if member is None or member.node is not None:
+            return
+        if msg.character is None or member.character == msg.character:
             self._drop(msg.character_id, member)
             self.peers.left(msg.character_id)
 
@@ -94,7 +119,7 @@ class ZoneActor(TilehallActor):
         """A fresh snapshot for a resuming session."""
         member = self.grid.members.get(msg.character_id)
         center = member.position if member else self.world.spawn_points[0]
-        msg.session.tell(WorldSnapshotReady(self._snapshot(center)))
+        tell_if_alive(msg.session, WorldSnapshotReady(self._snapshot(center)))
 
     # ---------------------------------------------------------------- moves and abilities
 
@@ -105,7 +130,7 @@ class ZoneActor(TilehallActor):
         granted = member is not None and member.node is None and (holder is None or holder == msg.character_id)
         if granted:
             self.grid.step(msg.character_id, member, msg.target)
-        msg.reply_to.tell(MoveVerdict(msg.work_id, granted))
+        tell_if_alive(msg.reply_to, MoveVerdict(msg.work_id, granted))
 
     def on_PlaceCharacter(self, msg: PlaceCharacter) -> None:
         """Put a character where its durable state says (undo a failed move, respawn)."""
@@ -128,18 +153,31 @@ class ZoneActor(TilehallActor):
             )
             if item is not None:
                 del self.items[item.item_id]
+                self._pickups += 1
+                self.taken_here[item.item_id] = self._pickups
                 self.peers.item(item.item_id, on_map=False)
                 if self.item_respawn_s > 0:
-                    tell_later(self.item_respawn_s, self.actor_ref, RespawnItem(item))
-        msg.reply_to.tell(AbilityContext(msg.work_id, target, item))
+                    tell_later(self.item_respawn_s, self.actor_ref, RespawnItem(item, self._pickups))
+        if not tell_if_alive(msg.reply_to, AbilityContext(msg.work_id, target, item)) and item is not None:
+            self.on_ReturnItem(ReturnItem(item))  # the character stopped first: nobody holds it
 
     def on_ReturnItem(self, msg: ReturnItem) -> None:
         """A pickup failed to commit: the item is back on the map."""
+        if self.taken_here.pop(msg.item.item_id, None) is None:
+            return  # not held here (already back, or taken by another node meanwhile)
         self.items[msg.item.item_id] = msg.item
         self.peers.item(msg.item.item_id, on_map=True)
 
     def on_RespawnItem(self, msg: RespawnItem) -> None:
-        """A picked-up item lies on the map again; those who see its tile are told."""
+        """A picked-up item lies on the map again; those who see its tile are told. The timer
+        of an older pickup of the same item (returned, then taken again) does nothing."""
+        item_id = msg.item.item_id
+        if msg.pickup:
+            if self.taken_here.get(item_id) != msg.pickup:
+                return
+            del self.taken_here[item_id]
+        elif item_id in self.taken_here or item_id in self.taken_by or item_id in self.items:
+            return  # taken again (here or elsewhere) since its node went away, or already back
         self.items[msg.item.item_id] = msg.item
         self._announce_item(msg.item)
         self.peers.item(msg.item.item_id, on_map=True)
@@ -236,13 +274,43 @@ class ZoneActor(TilehallActor):
         self.peers.tick()
         self.debug_status = f"{len(self.grid.members)} characters"
 
-    def _peer_item(self, item_id: str, on_map: bool) -> None:
-        """Another node's player took an item, or it lies on the map again."""
+    def _peer_item(self, node: str, item_id: str, on_map: bool) -> None:
+        """A player of ``node`` took an item, or it lies on the map again there. Back on this
+        map only when ``node`` is the one that took it and no player of this node holds it."""
+        spawn = self.world_items.get(item_id)
+        if spawn is None:
+            log.warning("zone %s: node %s named an item not on this map: %.100r", self.world.map_id, node, item_id)
+            return
         if not on_map:
             self.items.pop(item_id, None)
-        elif (spawn := self.world_items.get(item_id)) is not None and item_id not in self.items:
-            self.items[item_id] = spawn
-            self._announce_item(spawn)
+            if item_id not in self.taken_here:
+                self.taken_by[item_id] = node
+        elif self.taken_by.get(item_id) == node:
+            del self.taken_by[item_id]
+            if item_id not in self.taken_here and item_id not in self.items:
+                self.items[item_id] = spawn
+                self._announce_item(spawn)
+
+    def _node_gone(self, node: str) -> None:
+        """A node went quiet or left: the items its players took grow back here in time (its own
+        respawn timers are gone with it)."""
+        for item_id in [i for i, n in self.taken_by.items() if n == node]:
+            del self.taken_by[item_id]
+            if self.item_respawn_s > 0:
+                tell_later(self.item_respawn_s, self.actor_ref, RespawnItem(self.world_items[item_id]))
+            else:
+                self.items[item_id] = self.world_items[item_id]
+
+    def on_FailNow(self, msg: FailNow) -> None:
+        """Crash on purpose (tests and the nemesis: a shared actor dies)."""
+        raise RuntimeError(f"zone {self.world.map_id} asked to fail")
+
+    def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        """The zone died: log it and tell the supervisor (the node turns unready, closes its
+        sessions with 1011)."""
+        log.error("zone %s crashed: %s; the supervisor is told", self.world.map_id, exc_value)
+        if self.on_died is not None:
+            self.on_died(exc_value)
 
     def _show(self, member: Member, at: tuple[int, int], visible: bool) -> None:
         """Tell the local sessions that see ``at`` that remote ``member`` appeared or vanished there."""

@@ -6,6 +6,15 @@ and ability effects. A remote tile is known once its commit landed on the other 
 nodes can grant the same tile in the few milliseconds before they hear of each other's move;
 the next move resolves it. :class:`ZonePeers` is a plain object the ZoneActor composes and calls
 from its own thread; what the local sessions must be told it hands back through callbacks.
+
+Every peer message is checked field by field before anything is changed
+(:func:`parse_peer_message`: types, no bools for ints, tiles on the map, health within
+0..max_health, amounts within 0..:data:`MAX_AMOUNT`, known kinds); an invalid one is logged and
+dropped, so a bad or hostile peer can neither crash the zone nor a character.
+
+Items: each node's roster also lists the items its players took and that are not back yet
+(``taken``), so a node that starts (or missed an ``item`` message) learns them within a roster
+interval; an item comes back on the map only from the node that took it (its return or respawn).
 """
 
 from __future__ import annotations
@@ -27,8 +36,108 @@ Show = Callable[[Member, tuple[int, int], bool], None]
 """(remote member, its tile, visible): tell the local sessions that see the tile."""
 Deliver = Callable[[str, str, tuple[int, int], tuple[int, int] | None], None]
 """(character id, event body, new tile, old tile): an event to the local sessions that see it."""
-ItemMoved = Callable[[str, bool], None]
-"""(item id, on the map): another node's player took an item, or it lies on the map again."""
+ItemMoved = Callable[[str, str, bool], None]
+"""(node, item id, on the map): a player of ``node`` took an item, or it lies on the map again."""
+Taken = Callable[[], list[str]]
+"""The items this node's players took that are not back on the map yet (for the roster)."""
+NodeGone = Callable[[str], None]
+"""A node went quiet or said bye: what it held must not stay held for ever."""
+
+KINDS = frozenset({"roster", "bye", "enter", "leave", "event", "item", "effect"})
+MAX_AMOUNT = 10_000  # an effect's amount above this is not from a sane peer (max_health ≤ 10 000)
+MAX_ID = 128  # ids and names longer than this are refused
+
+
+class PeerMessageError(ValueError):
+    """A peer message that does not have the shape of the protocol between nodes."""
+
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise PeerMessageError(f"{what} must be an int within {low}..{high}, not {value!r}")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise PeerMessageError(f"{what} must be a non-empty string of at most {MAX_ID} characters, not {value!r}")
+    return value
+
+
+def _view(value: Any, bounds: tuple[int, int] | None) -> dict[str, Any]:
+    """A public character view, checked: ids, a tile on the map, 0 ≤ health ≤ max_health."""
+    if not isinstance(value, dict):
+        raise PeerMessageError(f"a view must be an object, not {value!r}")
+    try:
+        view = public_view(value)
+    except KeyError as exc:
+        raise PeerMessageError(f"a view lacks {exc}") from None
+    width, height = bounds if bounds is not None else (1 << 31, 1 << 31)
+    _str(view["character_id"], "character_id")
+    if not isinstance(view["display_name"], str) or len(view["display_name"]) > MAX_ID:
+        raise PeerMessageError(f"display_name must be a string, not {view['display_name']!r}")
+    _int(view["x"], "x", 0, width - 1)
+    _int(view["y"], "y", 0, height - 1)
+    max_health = _int(view["max_health"], "max_health", 1, MAX_AMOUNT)
+    _int(view["health"], "health", 0, max_health)
+    return view
+
+
+def _tile(value: Any, bounds: tuple[int, int] | None) -> tuple[int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise PeerMessageError(f"a tile must be [x, y], not {value!r}")
+    width, height = bounds if bounds is not None else (1 << 31, 1 << 31)
+    return _int(value[0], "x", 0, width - 1), _int(value[1], "y", 0, height - 1)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise PeerMessageError(f"{what} must be true or false, not {value!r}")
+    return value
+
+
+def parse_peer_message(m: Any, bounds: tuple[int, int] | None = None) -> dict[str, Any]:
+    """``m`` checked field by field (``bounds``: the map's width and height), as a new dict of
+    only the fields its kind uses; raises :class:`PeerMessageError` naming the first bad one."""
+    if not isinstance(m, dict):
+        raise PeerMessageError(f"a peer message must be an object, not {type(m).__name__}")
+    kind = m.get("t")
+    if kind not in KINDS:
+        raise PeerMessageError(f"unknown kind {kind!r}")
+    out: dict[str, Any] = {"t": kind, "node": _str(m.get("node"), "node")}
+    if kind == "roster":
+        members = m.get("members")
+        if not isinstance(members, list):
+            raise PeerMessageError("members must be a list")
+        out["members"] = [_view(v, bounds) for v in members]
+        taken = m.get("taken", [])
+        if not isinstance(taken, list):
+            raise PeerMessageError("taken must be a list")
+        out["taken"] = [_str(i, "taken item_id") for i in taken]
+    elif kind == "enter":
+        out["view"] = _view(m.get("view"), bounds)
+    elif kind == "leave":
+        out["character_id"] = _str(m.get("character_id"), "character_id")
+    elif kind == "event":
+        out["view"] = _view(m.get("view"), bounds)
+        if not isinstance(m.get("body"), str):
+            raise PeerMessageError("body must be a string")
+        out["body"] = m["body"]
+        out["from"] = None if m.get("from") is None else _tile(m["from"], bounds)
+        out["member"] = _bool(m.get("member", True), "member")
+    elif kind == "item":
+        out["item_id"] = _str(m.get("item_id"), "item_id")
+        out["on_map"] = _bool(m.get("on_map"), "on_map")
+    elif kind == "effect":
+        out["target"] = _str(m.get("target"), "target")
+        e = m.get("effect")
+        if not isinstance(e, dict):
+            raise PeerMessageError("effect must be an object")
+        if e.get("kind") not in ("damage", "heal"):
+            raise PeerMessageError(f"unknown effect kind {e.get('kind')!r}")
+        out["effect"] = ApplyEffect(e["kind"], _int(e.get("amount"), "amount", 0, MAX_AMOUNT),
+                                    _str(e.get("source_id"), "source_id"), _str(e.get("source_name"), "source_name"))
+    return out
 
 
 class ZonePeers:
@@ -36,7 +145,8 @@ class ZonePeers:
 
     def __init__(
         self, zone_id: str, link: ZoneLink | None, timeout_s: float, grid: ZoneGrid, *,
-        show: Show, deliver: Deliver, item_moved: ItemMoved,
+        show: Show, deliver: Deliver, item_moved: ItemMoved, taken: Taken = list,
+        node_gone: NodeGone | None = None, bounds: tuple[int, int] | None = None,
     ) -> None:
         self.zone_id = zone_id
         self.link = link
@@ -46,6 +156,9 @@ class ZonePeers:
         self._show = show
         self._deliver = deliver
         self._item_moved = item_moved
+        self._taken = taken
+        self._node_gone = node_gone
+        self.bounds = bounds
 
     def linked(self) -> bool:
         """Another node is listening. Alone, a node only announces itself (rosters): checked
@@ -98,41 +211,43 @@ class ZonePeers:
     # ---------------------------------------------------------------- from the other nodes
 
     def receive(self, m: Any) -> None:
-        """A message from this zone on another node; a malformed one is logged and ignored."""
+        """A message from this zone on another node; an invalid one is logged and dropped
+        before it changes anything (:func:`parse_peer_message`)."""
         try:
-            node, kind = str(m["node"]), m["t"]
-            first = node not in self.heard
-            self.heard[node] = time.monotonic()
-            if kind == "roster":
-                self._apply_roster(node, [public_view(v) for v in m["members"]])
-                if first and self.link is not None:  # a node we did not know: let it learn ours at once
-                    self.link.publish(self._roster())
-            elif kind == "bye":
-                self._forget_node(node)
-            elif kind == "enter":  # its login event follows and tells the viewers
-                self._mirror(node, public_view(m["view"]), announce=False)
-            elif kind == "leave":
-                self._unmirror(str(m["character_id"]))
-            elif kind == "event":
-                came_from = tuple(m["from"]) if m.get("from") is not None else None
-                self._peer_event(node, public_view(m["view"]), str(m["body"]), came_from, bool(m.get("member", True)))
-            elif kind == "item":
-                self._item_moved(str(m["item_id"]), bool(m["on_map"]))
-            elif kind == "effect":
-                member = self.grid.members.get(str(m["target"]))
-                if member is not None and member.node is None:
-                    e = m["effect"]
-                    tell_if_alive(member.character, ApplyEffect(
-                        str(e["kind"]), int(e["amount"]), str(e["source_id"]), str(e["source_name"])))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("zone %s: ignored a malformed message from a peer: %r (%s)", self.zone_id, m, exc)
+            m = parse_peer_message(m, self.bounds)
+        except PeerMessageError as exc:
+            log.warning("zone %s: dropped an invalid message from a peer: %s: %.300r", self.zone_id, exc, m)
+            return
+        node, kind = m["node"], m["t"]
+        first = node not in self.heard
+        self.heard[node] = time.monotonic()
+        if kind == "roster":
+            self._apply_roster(node, m["members"])
+            for item_id in m["taken"]:
+                self._item_moved(node, item_id, False)
+            if first and self.link is not None:  # a node we did not know: let it learn ours at once
+                self.link.publish(self._roster())
+        elif kind == "bye":
+            self._forget_node(node)
+        elif kind == "enter":  # its login event follows and tells the viewers
+            self._mirror(node, m["view"], announce=False)
+        elif kind == "leave":
+            self._unmirror(m["character_id"])
+        elif kind == "event":
+            self._peer_event(node, m["view"], m["body"], m["from"], m["member"])
+        elif kind == "item":
+            self._item_moved(node, m["item_id"], m["on_map"])
+        elif kind == "effect":
+            member = self.grid.members.get(m["target"])
+            if member is not None and member.node is None:
+                tell_if_alive(member.character, m["effect"])
 
     def _roster(self) -> dict[str, Any]:
         members = [
             {**public_view(m.view), "x": m.position[0], "y": m.position[1]}
             for m in self.grid.members.values() if m.node is None
         ]
-        return {"t": "roster", "members": members}
+        return {"t": "roster", "members": members, "taken": self._taken()}
 
     def _apply_roster(self, node: str, views: list[dict[str, Any]]) -> None:
         listed = {v["character_id"] for v in views}
@@ -144,6 +259,8 @@ class ZonePeers:
 
     def _forget_node(self, node: str) -> None:
         self.heard.pop(node, None)
+        if self._node_gone is not None:
+            self._node_gone(node)
         for cid, member in list(self.grid.members.items()):
             if member.node == node:
                 self._unmirror(cid)

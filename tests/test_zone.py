@@ -16,11 +16,14 @@ from actors.messages import (
     AbilityContext,
     DeliverEvent,
     EnterZone,
+    FailNow,
     FromPeer,
     MoveVerdict,
     Publish,
     RequestMove,
     ResolveAbility,
+    RosterTick,
+    SnapshotFor,
     WorldSnapshotReady,
 )
 from actors.world_map import ItemSpawn, WorldMap
@@ -196,3 +199,140 @@ def test_an_item_growing_back_is_announced_to_those_who_see_it() -> None:
         assert [i["item_id"] for i in got[1]["snapshot"]["items"]] == ["herb-1"]
     finally:
         pykka.ActorRegistry.stop_all()
+
+
+# ---------------------------------------------------------------- issue 10: peers, items, supervision
+
+
+def test_peer_messages_with_bad_fields_are_dropped_whole(linked) -> None:
+    """A bool or a string for a coordinate, a tile off the map, health above max, an unknown
+    kind, a non-bool on_map: each is dropped before it changes anything."""
+    zone, _ = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    bad_views = [{**_view(B, "bob", 2, 1), "x": True}, {**_view(B, "bob", 2, 1), "x": "2"},
+                 {**_view(B, "bob", 2, 1), "y": 99}, {**_view(B, "bob", 2, 1), "health": 101},
+                 {**_view(B, "bob", 2, 1), "x": 2.0}]
+    for view in bad_views:
+        zone.tell(FromPeer({"v": 1, "node": "n2", "t": "enter", "view": view}))
+        zone.tell(FromPeer({"v": 1, "node": "n2", "t": "roster", "members": [view]}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "zap"}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": "no"}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": 0}))
+    snap = _snapshot(zone, s, q, A, 1, 1)
+    assert [c["character_id"] for c in snap["characters"]] == [A]
+    assert [i["item_id"] for i in snap["items"]] == ["gem-1"]
+    assert zone.proxy().describe().get(timeout=5)["remote_characters"] == 0
+    assert zone.is_alive()
+
+
+def test_a_negative_damage_effect_from_a_peer_does_not_crash_the_character(linked, settings) -> None:
+    from actors.character import CharacterActor
+    from actors.messages import AttachSession, Persist
+    from storage.postgres.characters import CharacterRecord
+
+    zone, _ = linked
+    world = WorldMap.from_rows(["." * 60] * 10, spawn_points=[(0, 0)])
+    storage_q, session_q = queue.Queue(), queue.Queue()
+
+    class Sink(TilehallActor):
+        def __init__(self, out: queue.Queue) -> None:
+            super().__init__()
+            self.out = out
+
+        def on_receive(self, message: Any) -> Any:
+            self.out.put(message)
+
+    storage, session = Sink.start(storage_q), Sink.start(session_q)
+    rec = CharacterRecord(A, "user-a", "ann", 1, 1, 90, 100, {"items": []}, {"max_health": 100}, 0, 1)
+    character = CharacterActor.start(rec, world, settings, storage, zone, CODEC)
+    character.tell(AttachSession(session, "s1"))
+    _next(storage_q, lambda m: isinstance(m, Persist))  # the login event
+    effect = {"kind": "damage", "amount": -50, "source_id": B, "source_name": "bob"}
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "effect", "target": A, "effect": effect}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "effect", "target": A, "effect": {**effect, "amount": 10**9}}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "effect", "target": A, "effect": {**effect, "kind": "poison"}}))
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "effect", "target": A, "effect": {**effect, "amount": 3}}))
+    damage = _next(storage_q, lambda m: isinstance(m, Persist))
+    assert json.loads(damage.events[0].payload_json)["amount"] == 3  # the first valid one
+    assert character.is_alive()
+
+
+def test_an_item_comes_back_only_from_the_node_that_took_it(linked) -> None:
+    """Taken on n2: n3's word does not bring it back, n2's does. Held by a player here: no
+    node's word brings it back. A roster's ``taken`` list takes it off the map."""
+    zone, link = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+
+    def items() -> list[str]:
+        return [i["item_id"] for i in _snapshot(zone, s, q, A, 1, 1)["items"]]
+
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": False}))
+    zone.tell(FromPeer({"v": 1, "node": "n3", "t": "item", "item_id": "gem-1", "on_map": True}))
+    assert items() == []
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": True}))
+    assert items() == ["gem-1"]
+
+    contexts: queue.Queue = queue.Queue()
+
+    class Picker(TilehallActor):
+        def on_AbilityContext(self, msg: AbilityContext) -> None:
+            contexts.put(msg.item)
+
+    zone.tell(ResolveAbility(A, "pickup", None, (3, 1), 1, Picker.start()))
+    assert contexts.get(timeout=5).item_id == "gem-1"
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "item", "item_id": "gem-1", "on_map": True}))
+    assert items() == []
+    zone.tell(RosterTick())
+    roster = _next(link.sent, lambda m: m.get("t") == "roster")
+    assert roster["taken"] == ["gem-1"]
+
+
+def test_a_roster_lists_what_its_node_holds(linked) -> None:
+    zone, _ = linked
+    q = queue.Queue()
+    s = Recorder.start(q)
+    zone.tell(FromPeer({"v": 1, "node": "n2", "t": "roster", "members": [], "taken": ["gem-1"]}))
+    assert _snapshot(zone, s, q, A, 1, 1)["items"] == []
+
+
+def test_replies_to_stopped_actors_do_not_kill_the_zone_and_its_death_is_reported() -> None:
+    world = WorldMap.from_rows(["." * 60] * 10, spawn_points=[(0, 0)], items=[ItemSpawn("gem-1", "gem", 3, 1)])
+    died: queue.Queue = queue.Queue()
+    zone = ZoneActor.start(world, 5, 0, CODEC, on_died=died.put)
+    try:
+        q = queue.Queue()
+        s = Recorder.start(q)
+        gone = Recorder.start(queue.Queue())
+        gone.stop()
+        zone.tell(EnterZone(_view(A, "ann", 3, 1), gone, gone))  # its session stopped first
+        zone.tell(RequestMove(A, (4, 1), 1, gone))
+        zone.tell(ResolveAbility(A, "pickup", None, (3, 1), 2, gone))
+        zone.tell(SnapshotFor(A, gone))
+        snap = _snapshot(zone, s, q, B, 10, 1)
+        assert [i["item_id"] for i in snap["items"]] == ["gem-1"]  # nobody took it: back on the map
+        assert zone.is_alive()
+        zone.tell(FailNow())
+        assert isinstance(died.get(timeout=5), RuntimeError)
+    finally:
+        pykka.ActorRegistry.stop_all()
+
+
+def test_a_stale_actors_leave_does_not_remove_the_characters_new_actor(zone) -> None:
+    """A fenced (old) character actor leaves after a new actor of the same character entered:
+    the new one stays in the zone."""
+    from actors.messages import LeaveZone
+
+    q = queue.Queue()
+    s = Recorder.start(q)
+    old, new = Recorder.start(queue.Queue()), Recorder.start(queue.Queue())
+    zone.tell(EnterZone(_view(A, "ann", 1, 1), old, s))
+    zone.tell(EnterZone(_view(A, "ann", 1, 1), new, s))
+    zone.tell(LeaveZone(A, old))
+    zone.tell(EnterZone(_view(B, "bob", 2, 1), s, s))
+    snaps = [_next(q, lambda m: "snapshot" in m) for _ in range(3)]
+    assert sorted(c["character_id"] for c in snaps[-1]["snapshot"]["characters"]) == [A, B]
+    zone.tell(LeaveZone(A, new))
+    zone.tell(EnterZone(_view(B, "bob", 2, 1), s, s))
+    assert [c["character_id"] for c in _next(q, lambda m: "snapshot" in m)["snapshot"]["characters"]] == [B]

@@ -325,6 +325,12 @@ class SessionHooks:
         """Count a resume that needed a full snapshot."""
         self.metrics.state_refresh_forced.inc()
 
+    def welcomed(self) -> None:
+        """The session sent its welcome (the transport room counts connect_success_total here)."""
+
+    def resumed(self) -> None:
+        """The session sent resumed (the transport room counts reconnect_success_total here)."""
+
 
 async def ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> None:
     """Tell ``message`` and wait until the actor handled it; a dead, crashing or slow actor
