@@ -131,9 +131,10 @@ class GameSocket(tornado.websocket.WebSocketHandler):
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         """Protocol 13 with frames over the read cap answered 1009 (:class:`CappedProtocol`)."""
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = tornado.websocket._WebSocketParams(
+        make_params = getattr(tornado.websocket, "_WebSocketParams", None)  # private in Tornado 6
+        if make_params is None or self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return super().get_websocket_protocol()
+        params = make_params(
             ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
             max_message_size=self.max_message_size, compression_options=self.get_compression_options(),
         )
