@@ -377,13 +377,16 @@ def test_malformed_frames_answered_then_1008_past_the_budget(live_server: Any) -
 
 
 def test_first_frame_must_be_hello_or_resume(live_server: Any) -> None:
-    """Before authentication there is no budget: a ping or a malformed frame closes 1008."""
+    """Before authentication there is no budget: a ping or a malformed frame closes 1008; a
+    hello whose only fault is a missing token is a bad token (4001, DESIGN section 4)."""
 
     async def scenario() -> None:
         code, err = await refused(live_server.ws_url, {"type": "ping", "t": 1})
         assert (code, err["code"]) == (1008, "hello_required")
         code, err = await refused(live_server.ws_url, {"type": "hello", "protocol_version": SERVER_VERSION})
-        assert (code, err["code"]) == (1008, "bad_frame") and "token" in err["message"]
+        assert (code, err["code"]) == (4001, "bad_token") and "token" in err["message"]
+        code, err = await refused(live_server.ws_url, {"type": "hello", "token": "t"})
+        assert (code, err["code"]) == (1008, "bad_frame") and "protocol_version" in err["message"]
 
     run(scenario())
 

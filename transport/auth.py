@@ -19,11 +19,12 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from actors.vocabulary import ErrorCode
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AuthErrorCode = Literal["token_expired", "bad_token"]
+AuthErrorCode = Literal[ErrorCode.TOKEN_EXPIRED, ErrorCode.BAD_TOKEN]
 
 DEV_ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 8192
@@ -134,16 +135,16 @@ class TokenVerifier:
         thread; use :meth:`verify_async` there.
         """
         if not isinstance(token, str) or not token:
-            raise AuthError("bad_token", "a token is required")
+            raise AuthError(ErrorCode.BAD_TOKEN, "a token is required")
         if len(token) > MAX_TOKEN_CHARS:
-            raise AuthError("bad_token", "token is too long")
+            raise AuthError(ErrorCode.BAD_TOKEN, "token is too long")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthError("bad_token", "token is not a well-formed JWT") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token is not a well-formed JWT") from None
         alg = header.get("alg")
         if not isinstance(alg, str):
-            raise AuthError("bad_token", "token header has no algorithm")
+            raise AuthError(ErrorCode.BAD_TOKEN, "token header has no algorithm")
 
         # The header only routes to a key; the algorithm lists passed to PyJWT do the checking.
         if self._dev and alg == DEV_ALGORITHM:
@@ -179,25 +180,25 @@ class TokenVerifier:
     def _production_key(self, header: dict[str, Any]) -> Any:
         alg = header.get("alg")
         if alg not in self._algorithms:
-            raise AuthError("bad_token", f"token algorithm {alg!r} is not allowed")
+            raise AuthError(ErrorCode.BAD_TOKEN, f"token algorithm {alg!r} is not allowed")
         if self._jwks is not None:
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
                 if self._public_key is not None:
                     return self._public_key
-                raise AuthError("bad_token", "token header has no key id (kid)")
+                raise AuthError(ErrorCode.BAD_TOKEN, "token header has no key id (kid)")
             try:
                 return self._jwks.get_signing_key(kid).key
             except jwt.PyJWKClientConnectionError as exc:
                 log.warning("cannot fetch JWKS: %s", exc)
-                raise AuthError("bad_token", "cannot fetch the signing keys; try again") from None
+                raise AuthError(ErrorCode.BAD_TOKEN, "cannot fetch the signing keys; try again") from None
             except jwt.PyJWTError:
                 if self._public_key is not None:
                     return self._public_key
-                raise AuthError("bad_token", "token is signed with an unknown key") from None
+                raise AuthError(ErrorCode.BAD_TOKEN, "token is signed with an unknown key") from None
         if self._public_key is not None:
             return self._public_key
-        raise AuthError("bad_token", "no verification key is configured for this token")
+        raise AuthError(ErrorCode.BAD_TOKEN, "no verification key is configured for this token")
 
     def _decode(self, token: str, key: Any, algorithms: list[str], issuer: str | None) -> Identity:
         require = ["exp", "iat", "sub"]
@@ -216,28 +217,28 @@ class TokenVerifier:
                 options={"require": require},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("token_expired", "token has expired") from None
+            raise AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError("bad_token", "token is not valid yet") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token is not valid yet") from None
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError("bad_token", f"token lacks the {exc.claim!r} claim") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, f"token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidIssuerError:
-            raise AuthError("bad_token", "token has the wrong issuer") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token has the wrong issuer") from None
         except jwt.InvalidAudienceError:
-            raise AuthError("bad_token", "token has the wrong audience") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token has the wrong audience") from None
         except jwt.InvalidSignatureError:
-            raise AuthError("bad_token", "token signature is invalid") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token signature is invalid") from None
         except jwt.InvalidAlgorithmError:
-            raise AuthError("bad_token", "token algorithm is not allowed") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, "token algorithm is not allowed") from None
         except jwt.PyJWTError as exc:
             # Other PyJWT messages describe claims or keys, never the token text.
-            raise AuthError("bad_token", f"token is invalid: {exc}") from None
+            raise AuthError(ErrorCode.BAD_TOKEN, f"token is invalid: {exc}") from None
 
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUB_CHARS:
-            raise AuthError("bad_token", f"token subject must be 1..{MAX_SUB_CHARS} characters")
+            raise AuthError(ErrorCode.BAD_TOKEN, f"token subject must be 1..{MAX_SUB_CHARS} characters")
         if not sub.isprintable():
-            raise AuthError("bad_token", "token subject has unprintable characters")
+            raise AuthError(ErrorCode.BAD_TOKEN, "token subject has unprintable characters")
         raw_name = _printable_name(claims.get("name")) or claims.get("preferred_username")
         return Identity(
             user_id=sub,
@@ -256,7 +257,7 @@ def issue_dev_token(
     unusable user, name or ttl.
     """
     if settings.mode != "dev":
-        raise AuthError("bad_token", "dev tokens exist only in dev mode")
+        raise AuthError(ErrorCode.BAD_TOKEN, "dev tokens exist only in dev mode")
     if not isinstance(user, str) or not user.strip() or len(user) > MAX_SUB_CHARS:
         raise ValueError(f"user must be 1..{MAX_SUB_CHARS} characters")
     if not user.isprintable():

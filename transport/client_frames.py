@@ -142,11 +142,21 @@ class FrameError(Exception):
 
     code = ErrorCode.BAD_FRAME
 
-    def __init__(self, field: str | None, message: str, seq: int | None = None) -> None:
+    def __init__(
+        self, field: str | None, message: str, seq: int | None = None,
+        fields: tuple[str, ...] = (), frame_type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
         self.seq = seq
+        self.fields = fields or ((field,) if field else ())  # every offending field
+        self.frame_type = frame_type  # the frame's "type" when it could be read
+
+    def only_token_missing(self) -> bool:
+        """True for a hello/resume whose only fault is its ``token`` (missing, empty or not a
+        string): that is a bad token (close 4001), not a malformed frame."""
+        return self.frame_type in ("hello", "resume") and set(self.fields) == {"token"}
 
     def error_frame(self) -> Error:
         """The ``error`` frame that reports this problem to the client."""
@@ -181,7 +191,8 @@ def _frame_error(exc: ValidationError, raw: str | bytes) -> FrameError:
     message = f"{field}: {msg}" if field else msg
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return FrameError(field, _clip(message, _MESSAGE_MAX), _readable_seq(raw))
+    fields = tuple(f for f in (_describe(e)[0] for e in errors) if f)
+    return FrameError(field, _clip(message, _MESSAGE_MAX), _readable_seq(raw), fields, _readable_type(raw))
 
 
 def _describe(err: Any) -> tuple[str | None, str]:
@@ -213,6 +224,16 @@ def _strip_tags(loc: list[Any]) -> list[Any]:
         if tag == "action" and loc and loc[0] in CLIENT_ACTION_TYPES:
             loc.pop(0)
     return loc
+
+
+def _readable_type(raw: str | bytes) -> str | None:
+    # Slow path, only for frames that already failed validation (and were valid JSON).
+    try:
+        data = from_json(raw)
+    except ValueError:
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind in CLIENT_FRAME_TYPES else None
 
 
 def _readable_seq(raw: str | bytes) -> int | None:

@@ -80,6 +80,12 @@ class Cluster:
             return
         self.peers = len(detail.get("peers", ()))
 
+    def relay_alive(self) -> bool:
+        """True while the relay's writer and reader threads run (or were never started)."""
+        # merged with the storage branch: ZoneRelay could expose this itself.
+        threads = getattr(self.relay, "_threads", [])
+        return all(t.is_alive() for t in threads)
+
     def stop(self) -> None:
         """Say goodbye (the other nodes drop our characters at once) and stop the roster timer."""
         self.relay.publish({"t": "bye"})

@@ -26,11 +26,11 @@ import tornado.httpserver
 import tornado.netutil
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from actors.base import configure_runtime
-from actors.messages import Flush
+from actors.base import configure_runtime, tell_if_alive
+from actors.messages import Flush, Kick
 from actors.runtime import Dispatcher, ask_async
 from actors.storage_actor import StorageActor
-from actors.vocabulary import CloseCode, KickReason
+from actors.vocabulary import CloseCode, ErrorCode, KickReason
 from actors.world_map import load_map
 from actors.zone import ZoneActor
 from config.settings import Settings
@@ -77,6 +77,8 @@ class Node:
         self.tokens: ReconnectTokens | None = None
         self.leases: SessionLeases | None = None
         self.profiles: ProfileCache | None = None
+        self.broken: list[str] = []  # shared parts that died: unready for good (IOLoop thread)
+        self.storage_failing_since: float | None = None  # the StorageActor cannot commit since
 
     @property
     def url(self) -> str:
@@ -102,7 +104,8 @@ class Node:
             self.settings, self.redis, self.world.map_id, self.node_id, self.metrics, self._lease_taken
         )
         self.zone = ZoneActor.start(
-            self.world, g.view_radius, g.item_respawn_s, CODEC, self.cluster.relay, self.settings.cluster.peer_timeout_s
+            self.world, g.view_radius, g.item_respawn_s, CODEC, self.cluster.relay, self.settings.cluster.peer_timeout_s,
+            on_died=self._zone_died,
         )
         self.directory = SessionDirectory(
             settings=self.settings, node_id=self.node_id, world=self.world, metrics=self.metrics,
@@ -187,6 +190,11 @@ class Node:
         problems = []
         if self.stopping:
             problems.append("shutting down")
+        problems.extend(self.broken)
+        problems.extend(f"{part} not alive" for part in self.dead_shared_parts()
+                        if f"{part} died" not in self.broken)
+        if (since := self.storage_failing_since) is not None:
+            problems.append(f"storage cannot commit (failing for {max(0.0, time.time() - since):.1f} s)")
         if self.pool is None or (reason := db.database_ready(self.pool)):
             problems.append(reason or "postgresql not started")
         if self.redis is None or (reason := redis_ready(self.redis)):
@@ -215,9 +223,62 @@ class Node:
         self.metrics.open_sockets.set(len(self.sockets))
 
     def _check_liveness(self) -> None:
+        self.supervise()
         now, wall = time.monotonic(), time.time()
         for sock in list(self.sockets):
             sock.check_liveness(now, wall)
+
+    # ---------------------------------------------------------------- supervision
+
+    def dead_shared_parts(self) -> list[str]:
+        """The shared parts (StorageActor, ZoneActor, the relay's threads) not alive now (any
+        thread: reads only ``is_alive()`` flags, never waits for an actor)."""
+        dead = []
+        if self.storage is not None and not self.storage.is_alive():
+            dead.append("storage actor")
+        if self.zone is not None and not self.zone.is_alive():
+            dead.append("zone actor")
+        if self.cluster is not None and not self.cluster.relay_alive():
+            dead.append("zone relay threads")
+        return dead
+
+    def supervise(self) -> None:
+        """The watchdog (node timer, IOLoop thread): a shared part that died without telling
+        (no ``on_failure`` callback reached us) is found here within a second."""
+        if self.stopping:
+            return
+        for part in self.dead_shared_parts():
+            self._declare_broken(part, "found not alive")
+
+    def shared_part_died(self, part: str, exc: BaseException | None) -> None:
+        """A shared actor reports its own death (any thread): the node turns unready for good."""
+        if self.loop is not None:
+            self.loop.add_callback(self._declare_broken, part, repr(exc))
+
+    def _zone_died(self, exc: BaseException | None) -> None:
+        """The ZoneActor's ``on_died`` callback (any thread); the watchdog is the fallback."""
+        self.shared_part_died("zone actor", exc)
+
+    def _declare_broken(self, part: str, detail: str) -> None:
+        """Mark the node unready for good and end every session with 1011 (IOLoop thread):
+        without its shared actors no action of this node can be stored or seen."""
+        problem = f"{part} died"
+        if self.stopping or problem in self.broken:
+            return
+        self.broken.append(problem)
+        sessions = dict(self.directory.sessions) if self.directory is not None else {}
+        log.error(
+            "%s (%s): node %s is unready for good; closing %d sessions with 1011 (error internal:"
+            " the players are told to reconnect)", problem, detail, self.node_id, len(sessions),
+            extra={"node_id": self.node_id, "part": part},
+        )
+        message = "the server lost an internal component; reconnect to continue"
+        kick = Kick(ErrorCode.INTERNAL, int(CloseCode.INTERNAL), message, kicked=False)
+        for ref in sessions.values():
+            tell_if_alive(ref, kick)
+        for sock in list(self.sockets):
+            if sock.session is None or not sock.session.is_alive():
+                sock.fail(CloseCode.INTERNAL, ErrorCode.INTERNAL, message)
 
     def drop_all_sockets(self) -> int:
         """Abort every player socket without a logout (tests of reconnect); returns how many."""
@@ -286,6 +347,18 @@ class _StorageObserver:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.metrics = node.metrics
+
+    def on_commit_health(self, failing_since: float | None) -> None:
+        """The StorageActor's commit health (its thread): the wall-clock time since which it
+        cannot commit, or None once it commits again; /readyz says 503 while it is set."""
+        if (failing_since is None) != (self.node.storage_failing_since is None):
+            log.warning("storage commit health: %s", "committing again" if failing_since is None
+                        else f"cannot commit since {failing_since:.3f}")
+        self.node.storage_failing_since = failing_since
+
+    def on_storage_died(self, exc: BaseException | None) -> None:
+        """The StorageActor is dying (its thread): the node turns unready and closes its sessions."""
+        self.node.shared_part_died("storage actor", exc)
 
     def on_batch(self, size: int, seconds: float, committed: list) -> None:
         """Observe one group commit; queue the committed works' profile views for the cache."""

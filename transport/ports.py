@@ -21,6 +21,7 @@ class NodePort(Protocol):
     verifier: TokenVerifier
     stopping: bool
     directory: SessionDirectory | None
+    broken: list[str]  # shared parts that died: no new session can start
 
     def register_socket(self, socket: Any) -> bool:
         """Count an open socket; False when the server is at its connection cap."""

@@ -20,9 +20,12 @@ must know from an actor (a character's committed view, a session's unanswered ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
@@ -38,10 +41,12 @@ from actors.world_map import WorldMap
 from config.settings import Settings
 from storage.postgres.characters import (
     PUBLIC_FIELDS,
+    CharacterRecord,
     load_character,
     load_or_create_character,
     public_view,
 )
+from storage.postgres.ownership import take_ownership
 from storage.redis.leases import Holder, SessionLeases
 from storage.redis.reconnect_tokens import ReconnectTokens
 from transport.auth import Identity
@@ -83,18 +88,46 @@ class SessionDirectory:
         self.sessions: dict[str, pykka.ActorRef] = {}  # session_id → ref (IOLoop thread only)
         self.session_of_user: dict[str, str] = {}  # user_id → session_id
         self.characters: dict[str, pykka.ActorRef] = {}  # character_id → ref
+        self._logins: dict[str, _LoginLock] = {}  # user_id → its login lock while in use
 
     # ---------------------------------------------------------------- login and resume
 
     async def open_session(
         self, identity: Identity, character_id: str | None, connection: Any, protocol_version: str
     ) -> pykka.ActorRef:
-        """Load (or create) the character, replace the user's older session, start a new one."""
+        """Load (or create) the character, replace the user's older session, start a new one.
+
+        Logins of one user are serialised on this node (one at a time per user_id), so two
+        simultaneous hellos leave exactly one live session: the later one replaces the earlier
+        (``kicked session_replaced``, 4009). Across nodes the Redis lease decides."""
+        async with self._login_turn(identity.user_id):
+            return await self._open_session(identity, character_id, connection, protocol_version)
+
+    @contextlib.asynccontextmanager
+    async def _login_turn(self, user_id: str) -> AsyncIterator[None]:
+        """Hold ``user_id``'s login lock (IOLoop thread); the lock is dropped when unused."""
+        entry = self._logins.get(user_id)
+        if entry is None:
+            entry = self._logins[user_id] = _LoginLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0 and self._logins.get(user_id) is entry:
+                del self._logins[user_id]
+
+    async def _open_session(
+        self, identity: Identity, character_id: str | None, connection: Any, protocol_version: str
+    ) -> pykka.ActorRef:
         session_id = str(uuid.uuid4())
-        record, token, expires_at = await self.loop.run_in_executor(
+        found, token, expires_at = await self.loop.run_in_executor(
             None, self._prepare_session, identity, character_id, session_id
         )
-        old = self.sessions.get(self.session_of_user.get(identity.user_id, ""))
+        cid = found.character_id
+        old_id = self.session_of_user.get(identity.user_id)
+        old = self.sessions.get(old_id or "")
         if old is not None:
             # Wait (bounded, without blocking the IOLoop) until the old session handled the
             # kick: every action it received before has then been handed to the character,
@@ -102,20 +135,39 @@ class SessionDirectory:
             await ask_quietly(old, _replaced(), timeout=2.0)
         # A session of this user on another node is told by the "lease_taken" message that
         # _prepare_session published; if that is lost, at its node's next lease refresh.
-        character = self.characters.get(record.character_id)
+        character = self.characters.get(cid)
         if character is not None and not await _claim(character):
-            # It stopped since (or is stopping): its last commits are in the database now.
-            record = await self.loop.run_in_executor(None, self._reload, record.character_id)
-            character = None
+            character = None  # it stopped since (or is stopping): its last commits have landed
         if character is None:
+            # Only now, with no live actor left to reuse, take ownership: the row is read after
+            # the old owner's last commit (never the row read above, which may predate it).
+            record = await self.loop.run_in_executor(None, self._take_ownership, cid)
+            if record is None:
+                raise LookupError(f"character {cid} vanished during login")
             character = CharacterActor.start(
                 record, self.world, self.settings, self.storage, self.zone, CODEC, self.character_stopped
             )
-            self.characters[record.character_id] = character
+            self.characters[cid] = character
+            log.info(
+                "character ownership taken: user %s, character %s, session %s (replacing %s),"
+                " node %s, epoch %s", identity.user_id, cid, session_id, old_id, self.node_id,
+                getattr(record, "owner_epoch", None),
+                extra={"user_id": identity.user_id, "character_id": cid, "session_id": session_id,
+                       "old_session_id": old_id, "node_id": self.node_id,
+                       "owner_epoch": getattr(record, "owner_epoch", None)},
+            )
+        elif old_id is not None:
+            log.info(
+                "session replaced: user %s, character %s, session %s replaces %s on node %s"
+                " (the live character actor keeps its ownership)",
+                identity.user_id, cid, session_id, old_id, self.node_id,
+                extra={"user_id": identity.user_id, "character_id": cid, "session_id": session_id,
+                       "old_session_id": old_id, "node_id": self.node_id},
+            )
         session = SessionActor.start(
             session_id=session_id,
             user_id=identity.user_id,
-            character_id=record.character_id,
+            character_id=cid,
             character=character,
             zone=self.zone,
             storage=self.storage,
@@ -160,6 +212,13 @@ class SessionDirectory:
     def _reload(self, character_id: str) -> Any:
         with self.pool.connection() as conn:
             return load_character(conn, character_id)
+
+    def _take_ownership(self, character_id: str) -> CharacterRecord | None:
+        """Blocking: take ownership of the character; the committed row the new actor starts from."""
+        with self.pool.connection() as conn:
+            record = take_ownership(conn, character_id)
+            conn.commit()
+        return record
 
     async def resume_session(
         self, identity: Identity, reconnect_token: str, connection: Any, last_event_seq: int
@@ -279,6 +338,14 @@ class SessionDirectory:
         return None if record is None else public_view(record)
 
 
+@dataclass
+class _LoginLock:
+    """One user's login lock and how many logins hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 def _proxy(ref: pykka.ActorRef) -> Any:
     """A proxy to ask ``ref`` through, or None when it has stopped."""
     try:
@@ -326,10 +393,13 @@ class SessionHooks:
         self.metrics.state_refresh_forced.inc()
 
     def welcomed(self) -> None:
-        """The session sent its welcome (the transport room counts connect_success_total here)."""
+        """The session sent its welcome: a login succeeded (counted only now, not at attach)."""
+        self.metrics.connect_success.inc()
 
     def resumed(self) -> None:
-        """The session sent resumed (the transport room counts reconnect_success_total here)."""
+        """The session sent ``resumed``: a resume succeeded (a session refusing it with 4004 or
+        4029 never calls this)."""
+        self.metrics.reconnect_success.inc()
 
 
 async def ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> None:

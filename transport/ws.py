@@ -9,6 +9,7 @@ flight. Logins and resumes go to the node's :class:`~transport.sessions.SessionD
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -41,6 +42,65 @@ from transport.ws_out import SocketConnection, text_frame
 
 log = logging.getLogger(__name__)
 
+# A frame over Tornado's read cap (the application's websocket_max_message_size) is never held
+# in memory: its bytes are read and dropped, at most this many within this time, so the client
+# can read our error frame and close 1009 (closing with unread data would reset the connection
+# and lose them).
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+DRAIN_MAX_S = 5.0
+DRAIN_CHUNK = 64 * 1024
+_TORNADO_TOO_BIG = "message too big"
+
+
+class CappedProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol 13, except that a frame over the read cap is answered like any frame
+    over ``session.max_frame_bytes``: an ``error frame_too_large`` frame and close 1009.
+
+    Tornado (6.x) answers such a frame with ``close(1009)`` followed at once by ``_abort()``,
+    which closes the socket while the rest of the frame is still unread: the peer gets a TCP
+    reset and usually neither our close frame nor any error. Here the close goes out with our
+    error frame first, then the rest of the frame is drained (bounded) before the socket closes.
+    """
+
+    _too_big = False
+    _draining = False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Tornado's close, except for its own "message too big" close (see the class)."""
+        if code == CloseCode.TOO_LARGE and reason == _TORNADO_TOO_BIG and not self.server_terminated:
+            self._too_big = True
+            cap = self.params.max_message_size
+            handler = self.handler
+            assert isinstance(handler, GameSocket)
+            handler.fail(CloseCode.TOO_LARGE, ErrorCode.FRAME_TOO_LARGE,
+                         f"frames are limited to {handler.node.settings.session.max_frame_bytes} bytes;"
+                         f" this one had more than {cap}")
+            if not self.server_terminated:  # the handler had already let go of this connection
+                super().close(int(CloseCode.TOO_LARGE), ErrorCode.FRAME_TOO_LARGE)
+            return
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        if self._too_big and not self._draining and not self.stream.closed():
+            self._draining = True
+            self.client_terminated = True  # ends the read loop; the drain reads from now on
+            IOLoop.current().spawn_callback(self._drain)
+            return
+        super()._abort()
+
+    async def _drain(self) -> None:
+        """Read and drop what the client still sends (bounded), then close the socket."""
+        deadline = time.monotonic() + DRAIN_MAX_S
+        dropped = 0
+        try:
+            while dropped < DRAIN_MAX_BYTES and (left := deadline - time.monotonic()) > 0:
+                chunk = await asyncio.wait_for(self.stream.read_bytes(DRAIN_CHUNK, partial=True), left)
+                dropped += len(chunk)
+        except (tornado.iostream.StreamClosedError, TimeoutError):
+            pass
+        finally:
+            super()._abort()
+
 
 class GameSocket(tornado.websocket.WebSocketHandler):
     """One player's socket: hello/resume, then actions, pings, reauth, logout."""
@@ -68,6 +128,17 @@ class GameSocket(tornado.websocket.WebSocketHandler):
         if origin in allowed:
             return True
         return urlsplit(origin).netloc.lower() == self.request.host.lower()
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        """Protocol 13 with frames over the read cap answered 1009 (:class:`CappedProtocol`)."""
+        make_params = getattr(tornado.websocket, "_WebSocketParams", None)  # private in Tornado 6
+        if make_params is None or self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return super().get_websocket_protocol()
+        params = make_params(
+            ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+            max_message_size=self.max_message_size, compression_options=self.get_compression_options(),
+        )
+        return CappedProtocol(self, False, params)
 
     def get_compression_options(self) -> None:
         """permessage-deflate stays off (it costs ~150 KiB per connection)."""
@@ -146,6 +217,9 @@ class GameSocket(tornado.websocket.WebSocketHandler):
                 "error", code=ErrorCode.UNEXPECTED_FRAME, message="wait for welcome before sending actions"))
 
     def _bad_frame(self, exc: FrameError) -> None:
+        if self.phase == "hello" and exc.only_token_missing():
+            self.fail(CloseCode.BAD_TOKEN, ErrorCode.BAD_TOKEN, "a token is required")
+            return
         if self.phase != "session":
             self.fail(CloseCode.POLICY, ErrorCode.BAD_FRAME, exc.message)
             return
@@ -190,8 +264,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             log.warning("login failed: %s", exc, extra={"user_id": identity.user_id})
             self.fail(CloseCode.INTERNAL, ErrorCode.UNAVAILABLE, "the server cannot start your session right now")
             return
-        self._attach(session, identity)
-        self.node.metrics.connect_success.inc()
+        self._attach(session, identity)  # success is counted when the session sends its welcome
 
     async def _resume(self, frame: Any) -> None:
         self.node.metrics.reconnect_attempts.inc()
@@ -208,10 +281,13 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             self.fail(CloseCode.RECONNECT_INVALID, ErrorCode.RECONNECT_INVALID,
                       "the reconnect token is invalid, expired or already used; log in again")
             return
-        self._attach(session, identity)
-        self.node.metrics.reconnect_success.inc()
+        self._attach(session, identity)  # success is counted when the session sends resumed
 
     async def _authenticate(self, frame: Any) -> Any:
+        if self.node.broken:
+            self.fail(CloseCode.INTERNAL, ErrorCode.INTERNAL,
+                      "this server lost an internal component; try again (another server may take you)")
+            return None
         if frame.protocol_version != SERVER_VERSION:
             self.node.metrics.version_reject.inc()
             self.fail(CloseCode.VERSION_MISMATCH, ErrorCode.VERSION_MISMATCH,
@@ -271,7 +347,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
         """True when frames can go straight to the stream (protocol 13, no compression)."""
         ws = self.ws_connection
         # Private Tornado attributes: if a release renames them, fall back to write_message.
-        return (type(ws) is tornado.websocket.WebSocketProtocol13
+        return (isinstance(ws, tornado.websocket.WebSocketProtocol13)
                 and getattr(ws, "_compressor", "unknown") is None
                 and getattr(ws, "mask_outgoing", True) is False
                 and getattr(ws, "stream", None) is not None)
