@@ -44,6 +44,7 @@ from actors.vocabulary import RejectCode
 from config.settings import Settings
 from storage.postgres.actions import (
     BatchRefused,
+    CommitOutcomeUnknown,
     Fenced,
     RowsBusy,
     SeqAlreadyStored,
@@ -68,14 +69,6 @@ _BUSY = "the character is busy in the database; try again"
 @dataclass(frozen=True, slots=True)
 class RetryParked:
     """To itself (a timer): retry the parked works."""
-
-
-class _Ambiguous(Exception):
-    """The connection broke during the commit: the batch may or may not have landed."""
-
-    def __init__(self, backend_pid: int) -> None:
-        super().__init__(f"connection to backend {backend_pid} lost during commit")
-        self.backend_pid = backend_pid
 
 
 class _Stopping(Exception):
@@ -106,8 +99,9 @@ class StorageActor(DedicatedThreadActor):
         # each with the monotonic time after which it is failed unavailable.
         self._parked: dict[str, list[tuple[Persist, float]]] = {}
         self._retry_timer: TimerHandle | None = None
-        # Character -> (chain, code, message) of its last failed work.
-        self._broken: dict[str, tuple[int, str, str]] = {}
+        # Character -> (chain, code, message, the version the failed work expected) of its
+        # last failed work: later works of that chain built on top of it fail at once.
+        self._broken: dict[str, tuple[int, str, str, int | None]] = {}
         self.failing_since: float | None = None
         """Monotonic time of the first failed commit since the last success (None: committing
         fine). Rebound only by the actor's thread; read by /readyz from any thread."""
@@ -146,8 +140,11 @@ class StorageActor(DedicatedThreadActor):
         broken = self._broken.get(character_id) if character_id is not None else None
         if broken is None:
             return False
-        chain, code, message = broken
-        if work.chain > chain:
+        chain, code, message, base = broken
+        built_on_durable = work.write is not None and base is not None and work.write.expected_version <= base
+        if work.chain > chain or built_on_durable:
+            # A newer chain, or a write from the state the failed work started from (no newer
+            # version than the failed one expected): it was not computed on top of the failure.
             del self._broken[character_id]
             return False
         log.info(
@@ -164,10 +161,14 @@ class StorageActor(DedicatedThreadActor):
         self._commit_buffer()
 
     def on_Flush(self, msg: Flush) -> int:
-        """Commit whatever is buffered (and retry the parked); returns how many works were
-        committed or failed."""
-        n = len(self._buffer)
+        """Commit whatever is buffered, and wait for the parked works to commit or time out
+        (at most ``commit_timeout_s``: graceful shutdown asks this, and every work it answers is
+        answered before the node stops); returns how many works were committed or failed."""
+        n = len(self._buffer) + sum(len(q) for q in self._parked.values())
         self._commit_buffer()
+        while self._parked:
+            time.sleep(RETRY_PARKED_S)
+            self._commit_buffer()
         return n
 
     def on_LookupAction(self, msg: LookupAction) -> None:
@@ -359,7 +360,11 @@ class StorageActor(DedicatedThreadActor):
             code, message, fenced = outcome
             cid = _character_of(w)
             if cid is not None:
-                self._broken[cid] = (w.chain, code, message)
+                base = w.write.expected_version if w.write is not None else None
+                before = self._broken.get(cid)
+                if before is not None and before[0] == w.chain and before[3] is not None:
+                    base = before[3] if base is None else min(base, before[3])
+                self._broken[cid] = (w.chain, code, message, base)
                 # Its later works already parked were built on this one: they fail with it.
                 for later, _ in self._parked.pop(cid, []):
                     tell_if_alive(later.reply_to, PersistFailed(later.work_id, code, message, fenced))
@@ -390,15 +395,9 @@ class StorageActor(DedicatedThreadActor):
             timeout = max(0.05, deadline - time.monotonic())
             try:
                 with self.pool.connection(timeout=timeout) as conn:
-                    pid = conn.info.backend_pid
-                    try:
-                        commit_batch(conn, events, writes, persisted_at)
-                    except psycopg.OperationalError as exc:
-                        if conn.broken:
-                            raise _Ambiguous(pid) from exc
-                        raise
+                    commit_batch(conn, events, writes, persisted_at)
                 return
-            except _Ambiguous as exc:
+            except CommitOutcomeUnknown as exc:
                 log.warning("%s; looking up whether %d works landed", exc, len(works))
                 if self._landed(events, writes, persisted_at, exc.backend_pid):
                     return

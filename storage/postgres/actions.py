@@ -87,6 +87,15 @@ class SeqAlreadyStored(BatchRefused):
         self.seqs = seqs
 
 
+class CommitOutcomeUnknown(Exception):
+    """The connection broke while the COMMIT was on its way: the batch may have landed or not.
+    ``backend_pid`` is the server process that ran it (once it is gone it cannot commit any more)."""
+
+    def __init__(self, backend_pid: int) -> None:
+        super().__init__(f"connection to backend {backend_pid} lost during COMMIT")
+        self.backend_pid = backend_pid
+
+
 _COPY = (
     "COPY action_event (action_id, user_id, character_id, sequence_number, action_type, "
     "payload_json, persisted_at) FROM STDIN"
@@ -147,12 +156,16 @@ def commit_batch(
     Raises, after rolling back, a :class:`BatchRefused` naming the characters that cannot commit:
     :class:`RowsBusy` (row locked by another transaction), :class:`Fenced` (the row's
     ``owner_epoch`` is not the write's), :class:`VersionConflict` (same epoch, other version),
-    :class:`SeqAlreadyStored` (a seq PostgreSQL already holds). Any other error is PostgreSQL's.
+    :class:`SeqAlreadyStored` (a seq PostgreSQL already holds). The connection lost during the
+    COMMIT itself raises :class:`CommitOutcomeUnknown` (it may have landed: look it up with
+    :func:`action_landed`). Any other error is PostgreSQL's, and nothing landed.
     """
     writes = merge_writes(writes)
     in_batch = _seqs_twice_in(events)
     if in_batch:
         raise SeqAlreadyStored(in_batch)
+    backend_pid = conn.info.backend_pid
+    sent = False
     try:
         with conn.transaction(), conn.cursor() as cur:
             if writes:
@@ -161,6 +174,11 @@ def commit_batch(
                 _copy_events(cur, events, persisted_at)
             if writes:
                 _update_rows(cur, writes, persisted_at)
+            sent = True  # what follows is the COMMIT
+    except psycopg.OperationalError as exc:
+        if sent and conn.broken:
+            raise CommitOutcomeUnknown(backend_pid) from exc
+        raise
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.table_name != "action_seq":
             raise
