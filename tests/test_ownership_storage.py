@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 import pykka
 import pytest
+from waiting import wait_until
 
 from actors.messages import LookupAction, Persist, Persisted, PersistFailed, StoredAnswer
 from actors.storage_actor import StorageActor
@@ -401,3 +403,144 @@ def test_commit_health_is_published(url: str, storage: Any) -> None:
     ref.tell(Persist(2, (event(a, 1),), write(a, 1, 0), replies.ref, chain=1))
     assert isinstance(replies.answer(2), Persisted)
     assert actor.failing_since is None and observer.health[-1] is None
+
+
+
+class CutAfterCommit:
+    """A TCP proxy to PostgreSQL that, once armed, forwards the next COMMIT but never its
+    reply, until :meth:`close_cut` drops that connection: a commit that landed while the
+    client lost its connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self._cut_socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            state = {"cut": False}
+            threading.Thread(target=self._pump, args=(client, server, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, state, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, to_server: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if to_server and self.armed.is_set() and b"COMMIT" in data:
+                    self.armed.clear()
+                    state["cut"] = True
+                    self._cut_socks[:] = [src, dst]
+                    self.cut.set()
+                if state["cut"] and not to_server:
+                    continue  # the reply never reaches the client
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close_cut(self) -> None:
+        for sock in self._cut_socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pumps blocked on it; close alone would not
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_commit_that_landed_unseen_is_answered_persisted(make_database: Callable[..., str]) -> None:
+    """The COMMIT lands but its reply is lost, and the connection drops only after
+    commit_timeout_s: the actor looks the batch up and answers Persisted (not unavailable),
+    without storing it twice."""
+    url = make_database()
+    with psycopg.connect(url) as conn:
+        partitions.ensure_partitions(conn)
+    cid = new_character(url)
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    proxy = CutAfterCommit(info.get("host", "127.0.0.1"), int(info.get("port", 5432)))
+    proxied = psycopg.conninfo.make_conninfo(url, host="127.0.0.1", port=proxy.port, sslmode="disable")
+    settings = Settings(storage={"commit_timeout_s": 0.5, "pool_min_size": 1})
+    pool = db.open_pool(settings, proxied)
+    pool.wait(10)
+    ref = StorageActor.start(pool, settings, Observer())
+    replies = Replies()
+    try:
+        proxy.armed.set()
+        started = time.monotonic()
+        ref.tell(Persist(1, (event(cid, 1),), write(cid, 1, 0), replies.ref))
+        assert proxy.cut.wait(5), "no COMMIT went through the proxy"
+        wait_until(lambda: stored_seqs(url, cid) == [1], what="the commit landed")
+        wait_until(lambda: time.monotonic() > started + settings.storage.commit_timeout_s + 0.3,
+                   what="past the commit timeout")
+        with pytest.raises(AssertionError):
+            replies.answer(1, timeout=0)  # no answer while the outcome is unknown
+        proxy.close_cut()
+        answer = replies.answer(1, timeout=10)
+        assert isinstance(answer, Persisted), answer
+        assert stored_seqs(url, cid) == [1] and row(url, cid)[1] == 1
+    finally:
+        ref.stop(timeout=10)
+        replies.ref.stop()
+        pool.close()
+        proxy.close()
+
+
+def test_a_commit_lost_in_flight_is_looked_up_before_any_answer(make_database: Callable[..., str]) -> None:
+    """The connection dies during the COMMIT (its backend terminated while a deferred trigger
+    holds the COMMIT): the actor looks the batch up, finds it did not land, commits it again,
+    and answers Persisted; the action is stored exactly once."""
+    url = make_database()
+    with psycopg.connect(url) as conn:
+        partitions.ensure_partitions(conn)
+        # A trigger that runs at COMMIT and waits once (while the gate row exists).
+        conn.execute("CREATE TABLE commit_gate (open boolean)")
+        conn.execute("INSERT INTO commit_gate VALUES (true)")
+        conn.execute("""
+            CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM commit_gate) THEN
+                    DELETE FROM commit_gate;
+                    PERFORM pg_sleep(3);
+                END IF;
+                RETURN NULL;
+            END $$""")
+        conn.execute("CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON action_seq"
+                     " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()")
+        conn.commit()
+    cid = new_character(url)
+    settings = Settings(storage={"commit_timeout_s": 2.0, "pool_min_size": 1})
+    pool = db.open_pool(settings, url)
+    pool.wait(10)
+    ref = StorageActor.start(pool, settings, Observer())
+    replies = Replies()
+    try:
+        ref.tell(Persist(1, (event(cid, 1),), write(cid, 1, 0), replies.ref))
+        with psycopg.connect(url, autocommit=True) as admin:
+            def committing() -> int | None:
+                got = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'tilehall'"
+                    " AND wait_event = 'PgSleep'").fetchone()
+                return got[0] if got else None
+
+            deadline = time.monotonic() + 5
+            while (pid := committing()) is None:
+                assert time.monotonic() < deadline, "the COMMIT never reached the trigger"
+                time.sleep(0.01)
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        answer = replies.answer(1, timeout=10)
+        assert isinstance(answer, Persisted), answer
+        assert stored_seqs(url, cid) == [1]
+        assert row(url, cid)[1] == 1
+    finally:
+        ref.stop(timeout=10)
+        replies.ref.stop()
+        pool.close()
