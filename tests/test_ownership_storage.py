@@ -544,3 +544,41 @@ def test_a_commit_lost_in_flight_is_looked_up_before_any_answer(make_database: C
         ref.stop(timeout=10)
         replies.ref.stop()
         pool.close()
+
+
+def test_a_work_from_the_durable_state_after_a_failure_commits(url: str, storage: Any) -> None:
+    """A write that starts again from the version the failed work expected (the character
+    rolled back to its durable state) was not built on the failure: it commits even in the same
+    chain (the character side before chains existed); one built on the failure does not."""
+    ref, _, replies, _ = storage
+    a = new_character(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE character_profile SET version = 1 WHERE character_id = %s", (a,))
+    ref.tell(Persist(1, (event(a, 1),), write(a, 1, 1, epoch=7), replies.ref))  # another owner's epoch
+    assert replies.answer(1).fenced
+    ref.tell(Persist(2, (event(a, 2),), write(a, 2, 2), replies.ref))  # built on work 1
+    assert isinstance(replies.answer(2), PersistFailed)
+    ref.tell(Persist(3, (event(a, 2),), write(a, 2, 1), replies.ref))  # from the durable version
+    assert isinstance(replies.answer(3), Persisted)
+    assert stored_seqs(url, a) == [2]
+
+
+def test_a_storage_actor_that_dies_tells_its_observer(url: str) -> None:
+    """An exception escaping a handler ends the StorageActor; on_failure tells the observer's
+    on_storage_died (the node marks itself unready)."""
+    died: queue.Queue = queue.Queue()
+
+    class DyingObserver(Observer):
+        def on_storage_died(self, exc: BaseException | None) -> None:
+            died.put(exc)
+
+    settings = Settings(storage={"pool_min_size": 1})
+    pool = db.open_pool(settings, url)
+    try:
+        ref = StorageActor.start(pool, settings, DyingObserver())
+        ref.tell(object())  # no handler: UnknownMessageError inside the actor
+        exc = died.get(timeout=5)
+        assert type(exc).__name__ == "UnknownMessageError"
+        wait_until(lambda: not ref.is_alive(), what="the storage actor stopped")
+    finally:
+        pool.close()
