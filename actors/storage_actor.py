@@ -4,6 +4,17 @@ It runs on a thread of its own (it blocks on PostgreSQL). Each ``Persist`` is bu
 inbox holds no more work (or the batch reaches ``storage.max_batch``) the buffer is committed in
 one transaction and every sender is told the outcome. At low load a lone action therefore commits
 at once; under load, whatever arrives while a commit is in flight forms the next batch.
+
+Faults stay contained to the characters they concern:
+
+- a character whose row another transaction holds locked is *parked*: its works wait, in order,
+  and are retried with the next batches (or a timer), failed ``unavailable`` after
+  ``storage.commit_timeout_s``; every other character commits meanwhile;
+- a fenced write (the row's ownership epoch moved on) fails ``conflict`` with ``fenced=True``;
+- a failed work breaks its character's chain: later works of that chain were computed on top of
+  it and fail at once with the same code, until a Persist with a newer chain arrives;
+- a commit whose connection broke (it may have landed) is resolved by looking it up before any
+  answer: never ``unavailable`` for work that may be stored.
 """
 
 from __future__ import annotations
@@ -11,10 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from pykka import messages as pykka_messages
 
 from actors.base import DedicatedThreadActor, tell_if_alive
 from actors.messages import (
@@ -26,12 +39,46 @@ from actors.messages import (
     PersistFailed,
     StoredAnswer,
 )
+from actors.timers import TimerHandle, tell_later
 from actors.vocabulary import RejectCode
 from config.settings import Settings
-from storage.postgres.actions import VersionConflict, action_landed, commit_batch, find_action
+from storage.postgres.actions import (
+    BatchRefused,
+    CommitOutcomeUnknown,
+    Fenced,
+    RowsBusy,
+    SeqAlreadyStored,
+    VersionConflict,
+    action_landed,
+    commit_batch,
+    find_action,
+)
 from storage.postgres.audit import close_audit, open_audit
 
 log = logging.getLogger(__name__)
+
+RETRY_PARKED_S = 0.05
+"""How often parked works are retried when no other batch comes along."""
+RESOLVE_RETRY_S = 0.1
+"""Pause between lookups of a commit whose outcome is unknown."""
+
+_UNAVAILABLE = "the database is unavailable; try again"
+_BUSY = "the character is busy in the database; try again"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryParked:
+    """To itself (a timer): retry the parked works."""
+
+
+class _Stopping(Exception):
+    """The actor was asked to stop while it was resolving an ambiguous commit."""
+
+
+def _character_of(work: Persist) -> str | None:
+    if work.write is not None:
+        return work.write.character_id
+    return work.events[0].character_id if work.events else None
 
 
 class StorageActor(DedicatedThreadActor):
@@ -42,41 +89,113 @@ class StorageActor(DedicatedThreadActor):
         self.pool = pool
         self.max_batch = settings.storage.max_batch
         self.commit_timeout_s = settings.storage.commit_timeout_s
-        self.observer = observer  # metrics/cache hooks: on_batch(size, seconds), on_committed(views)
+        # Hooks: on_batch(size, seconds, committed), and if present on_commit_health(failing_since)
+        # and on_storage_died(exc).
+        self.observer = observer
         self.entity_id = "storage"
         self.debug_status = "idle"
         self._buffer: list[Persist] = []
+        # Works of characters whose row is locked elsewhere, by character, in arrival order,
+        # each with the monotonic time after which it is failed unavailable.
+        self._parked: dict[str, list[tuple[Persist, float]]] = {}
+        self._retry_timer: TimerHandle | None = None
+        # Character -> (chain, code, message, the version the failed work expected) of its
+        # last failed work: later works of that chain built on top of it fail at once.
+        self._broken: dict[str, tuple[int, str, str, int | None]] = {}
+        self.failing_since: float | None = None
+        """Monotonic time of the first failed commit since the last success (None: committing
+        fine). Rebound only by the actor's thread; read by /readyz from any thread."""
+        self.parked = 0
         self.batches = 0
         self.rows = 0
         self.last_batch_size = 0
         self.failures = 0
 
+    def on_failure(self, exception_type: Any, exception_value: BaseException | None, traceback: Any) -> None:
+        """The actor died of an exception: tell the observer (the node marks itself unready)."""
+        log.error("storage actor died: %r", exception_value)
+        died = getattr(self.observer, "on_storage_died", None)
+        if died is not None:
+            died(exception_value)
+
     # ---------------------------------------------------------------- messages
 
     def on_Persist(self, msg: Persist) -> None:
-        """Buffer work; commit when nothing else waits in the inbox or the batch is full."""
-        self._buffer.append(msg)
+        """Buffer work (or park it behind its character's parked works, or fail it at once when
+        its chain is broken); commit when nothing else waits in the inbox or the batch is full."""
+        character_id = _character_of(msg)
+        if self._fail_if_broken(msg):
+            return
+        if character_id in self._parked:
+            self._park(msg, time.monotonic() + self.commit_timeout_s)
+        else:
+            self._buffer.append(msg)
         if len(self._buffer) >= self.max_batch or self._inbox_empty():
             self._commit_buffer()
 
-    def on_Flush(self, msg: Flush) -> int:
-        """Commit whatever is buffered; returns how many works were committed or failed."""
-        n = len(self._buffer)
+    def _fail_if_broken(self, work: Persist) -> bool:
+        """Fail ``work`` at once when its character's chain is broken (True); a newer chain
+        clears the break (the character rolled back to its durable state)."""
+        character_id = _character_of(work)
+        broken = self._broken.get(character_id) if character_id is not None else None
+        if broken is None:
+            return False
+        chain, code, message, base = broken
+        built_on_durable = work.write is not None and base is not None and work.write.expected_version <= base
+        if work.chain > chain or built_on_durable:
+            # A newer chain, or a write from the state the failed work started from (no newer
+            # version than the failed one expected): it was not computed on top of the failure.
+            del self._broken[character_id]
+            return False
+        log.info(
+            "work %s of character %s was built on a failed one (chain %s): player told %s",
+            work.work_id, character_id, chain, code,
+        )
+        self.failures += 1
+        tell_if_alive(work.reply_to, PersistFailed(work.work_id, code, message))
+        return True
+
+    def on_RetryParked(self, msg: RetryParked) -> None:
+        """Timer: retry the parked works (with whatever else is buffered)."""
+        self._retry_timer = None
         self._commit_buffer()
+
+    def on_Flush(self, msg: Flush) -> int:
+        """Commit whatever is buffered, and wait for the parked works to commit or time out
+        (at most ``commit_timeout_s``: graceful shutdown asks this, and every work it answers is
+        answered before the node stops); returns how many works were committed or failed."""
+        n = len(self._buffer) + sum(len(q) for q in self._parked.values())
+        self._commit_buffer()
+        while self._parked:
+            time.sleep(RETRY_PARKED_S)
+            self._commit_buffer()
         return n
 
     def on_LookupAction(self, msg: LookupAction) -> None:
-        """Find an old action in the log (a duplicate seq from a previous session)."""
-        try:
-            with self.pool.connection(timeout=self.commit_timeout_s) as conn:
-                found = find_action(conn, msg.character_id, msg.seq)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            log.warning("lookup of seq %s failed: %s", msg.seq, exc)
-            found = None
-        tell_if_alive(
-            msg.reply_to,
-            StoredAnswer(msg.seq, found.action_id if found else None, found.persisted_at if found else None),
+        """Find a resent seq in ``action_seq``; answer :class:`StoredAnswer` to ``reply_to`` (only
+        if it is still alive). A lookup that keeps failing for ``commit_timeout_s`` is not
+        answered at all: "not stored" could be wrong."""
+        deadline = time.monotonic() + self.commit_timeout_s
+        while True:
+            try:
+                with self.pool.connection(timeout=max(0.05, deadline - time.monotonic())) as conn:
+                    found = find_action(conn, msg.character_id, msg.seq)
+                break
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "lookup of seq %s of character %s failed (%s); not answered",
+                        msg.seq, msg.character_id, exc,
+                    )
+                    return
+                time.sleep(RESOLVE_RETRY_S)
+        answer = (
+            StoredAnswer(msg.seq, found.action_id, found.persisted_at, found.action_type, found.payload)
+            if found is not None
+            else StoredAnswer(msg.seq, None)
         )
+        if not tell_if_alive(msg.reply_to, answer):
+            log.info("lookup of seq %s of character %s: the asker has stopped", msg.seq, msg.character_id)
 
     def on_AuditSession(self, msg: AuditSession) -> None:
         """Insert the session_audit row at start; close it at the end."""
@@ -104,6 +223,8 @@ class StorageActor(DedicatedThreadActor):
             "last_batch_size": self.last_batch_size,
             "failures": self.failures,
             "max_batch": self.max_batch,
+            "parked": self.parked,
+            "failing_since": self.failing_since,
         }
 
     # ---------------------------------------------------------------- the group commit
@@ -111,49 +232,163 @@ class StorageActor(DedicatedThreadActor):
     def _inbox_empty(self) -> bool:
         return len(self.actor_inbox.queue) == 0
 
+    def _stop_requested(self) -> bool:
+        try:
+            return any(
+                isinstance(getattr(e, "message", None), pykka_messages._ActorStop)  # noqa: SLF001
+                for e in list(self.actor_inbox.queue)
+            )
+        except RuntimeError:  # the deque changed while we looked: look next time
+            return False
+
+    def _park(self, work: Persist, deadline: float) -> None:
+        self._parked.setdefault(_character_of(work), []).append((work, deadline))
+
+    def _unpark(self) -> tuple[list[Persist], dict[int, float], list[Persist]]:
+        """The parked works to retry (oldest first), their deadlines, and the ones past it."""
+        now = time.monotonic()
+        retry: list[Persist] = []
+        deadlines: dict[int, float] = {}
+        expired: list[Persist] = []
+        for queue in self._parked.values():
+            if queue[0][1] <= now:
+                expired.extend(w for w, _ in queue)  # the first waited too long: all of them
+                continue
+            for w, deadline in queue:
+                retry.append(w)
+                deadlines[w.work_id] = deadline
+        self._parked = {}
+        return retry, deadlines, expired
+
     def _commit_buffer(self) -> None:
-        works, self._buffer = self._buffer, []
-        if not works:
-            return
+        retry, deadlines, expired = self._unpark()
+        works = retry + self._buffer
+        self._buffer = []
+        failed: dict[int, tuple[str, str, bool]] = {}
+        for w in expired:
+            log.warning(
+                "work %s of character %s: its row stayed locked for %.1f s; player told %s",
+                w.work_id, _character_of(w), self.commit_timeout_s, RejectCode.UNAVAILABLE,
+            )
+            failed[w.work_id] = (RejectCode.UNAVAILABLE, _BUSY, False)
+        self._answer_failed(expired, failed)
+        works = [w for w in works if not self._fail_if_broken(w)]
+        if works:
+            self._run_batch(works, deadlines, {})
+        self.parked = sum(len(q) for q in self._parked.values())
+        if self._parked and self._retry_timer is None:
+            self._retry_timer = tell_later(RETRY_PARKED_S, self.actor_ref, RetryParked())
+
+    def _run_batch(self, works: list[Persist], deadlines: dict[int, float], failed: dict) -> None:
         started = time.monotonic()
         self.debug_status = f"committing {len(works)}"
-        failed: dict[int, tuple[RejectCode, str]] = {}
         pending = works
         persisted_at = dt.datetime.now(dt.UTC)
         deadline = started + self.commit_timeout_s
+        unavailable = False
+        committed_any = False
         while pending:
             try:
                 self._commit(pending, persisted_at, deadline)
+                committed_any = True
                 break
+            except RowsBusy as exc:
+                for w in pending:
+                    if _character_of(w) in exc.character_ids:
+                        self._park(w, deadlines.get(w.work_id, started + self.commit_timeout_s))
+                log.info("rows of %d character(s) locked elsewhere; their works wait", len(exc.character_ids))
+            except Fenced as exc:
+                for cid, (ours, theirs) in exc.epochs.items():
+                    log.warning(
+                        "character %s fenced: write epoch %s, row epoch %s; player told %s",
+                        cid, ours, theirs, RejectCode.CONFLICT,
+                    )
+                self._fail(pending, exc, failed, "another owner took this character", fenced=True)
             except VersionConflict as exc:
-                # Fail only the conflicting characters' work; retry the rest at once.
+                for cid in exc.character_ids:
+                    log.warning("character %s: version conflict; player told %s", cid, RejectCode.CONFLICT)
+                self._fail(pending, exc, failed, "another writer changed this character")
+            except SeqAlreadyStored as exc:
+                for cid, seqs in exc.seqs.items():
+                    log.warning(
+                        "character %s: seq %s already stored; player told %s",
+                        cid, sorted(seqs), RejectCode.CONFLICT,
+                    )
+                self._fail(pending, exc, failed, "this seq was already stored")
+            except _Stopping:
+                log.warning("stopping while a commit's outcome is unknown: %d works not answered", len(pending))
                 for w in pending:
-                    if w.write is not None and w.write.character_id in exc.character_ids:
-                        failed[w.work_id] = (RejectCode.CONFLICT, "another writer changed this character")
-                pending = [w for w in pending if w.work_id not in failed]
-            except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
-                log.warning("commit of %d works failed: %s", len(pending), exc)
-                for w in pending:
-                    failed[w.work_id] = (RejectCode.UNAVAILABLE, "the database is unavailable; try again")
+                    failed[w.work_id] = None  # no answer at all: it may have landed
                 pending = []
+            except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
+                log.warning("commit of %d works failed: %s; players told %s", len(pending), exc, RejectCode.UNAVAILABLE)
+                for w in pending:
+                    failed[w.work_id] = (RejectCode.UNAVAILABLE, _UNAVAILABLE, False)
+                unavailable = True
+                pending = []
+            parked = {w.work_id for q in self._parked.values() for w, _ in q}
+            pending = [w for w in pending if w.work_id not in failed and w.work_id not in parked]
         elapsed = time.monotonic() - started
         self.debug_status = "idle"
-        committed = [w for w in works if w.work_id not in failed]
+        parked = {w.work_id for q in self._parked.values() for w, _ in q}
+        done = [w for w in works if w.work_id not in parked]
+        committed = [w for w in done if w.work_id not in failed]
         self.batches += 1
         self.rows += sum(len(w.events) for w in committed)
         self.last_batch_size = len(works)
-        self.failures += len(failed)
-        for w in works:
-            if w.work_id in failed:
-                code, message = failed[w.work_id]
-                tell_if_alive(w.reply_to, PersistFailed(w.work_id, code, message))
-            else:
+        self._set_health(unavailable, committed_any)
+        for w in done:
+            if w.work_id not in failed:
                 tell_if_alive(w.reply_to, Persisted(w.work_id, persisted_at))
+        self._answer_failed(done, failed)
         if self.observer is not None:
             self.observer.on_batch(len(works), elapsed, committed)
 
+    def _fail(
+        self, pending: list[Persist], exc: BatchRefused, failed: dict, message: str, *, fenced: bool = False
+    ) -> None:
+        for w in pending:
+            if _character_of(w) in exc.character_ids:
+                failed[w.work_id] = (RejectCode.CONFLICT, message, fenced)
+
+    def _answer_failed(self, works: list[Persist], failed: dict) -> None:
+        """Tell the failed works' senders, and break their characters' chains."""
+        for w in works:
+            outcome = failed.get(w.work_id)
+            if outcome is None:
+                continue
+            code, message, fenced = outcome
+            cid = _character_of(w)
+            if cid is not None:
+                base = w.write.expected_version if w.write is not None else None
+                before = self._broken.get(cid)
+                if before is not None and before[0] == w.chain and before[3] is not None:
+                    base = before[3] if base is None else min(base, before[3])
+                self._broken[cid] = (w.chain, code, message, base)
+                # Its later works already parked were built on this one: they fail with it.
+                for later, _ in self._parked.pop(cid, []):
+                    tell_if_alive(later.reply_to, PersistFailed(later.work_id, code, message, fenced))
+                    self.failures += 1
+            self.failures += 1
+            tell_if_alive(w.reply_to, PersistFailed(w.work_id, code, message, fenced))
+
+    def _set_health(self, unavailable: bool, committed: bool) -> None:
+        before = self.failing_since
+        if committed:
+            self.failing_since = None
+        elif unavailable and before is None:
+            self.failing_since = time.monotonic()
+        if self.failing_since != before:
+            hook = getattr(self.observer, "on_commit_health", None)
+            if hook is not None:
+                hook(self.failing_since)
+
     def _commit(self, works: list[Persist], persisted_at: dt.datetime, deadline: float) -> None:
-        """One transaction for ``works``; retries a broken connection until ``deadline``."""
+        """One transaction for ``works``; retries a broken connection until ``deadline``.
+
+        A connection that broke during the transaction leaves its outcome unknown: it is looked
+        up (until an answer comes) before anything else, so a batch is never stored twice and
+        never answered unavailable when it landed."""
         events = [e for w in works for e in w.events]
         writes = [w.write for w in works if w.write is not None]
         while True:
@@ -162,19 +397,43 @@ class StorageActor(DedicatedThreadActor):
                 with self.pool.connection(timeout=timeout) as conn:
                     commit_batch(conn, events, writes, persisted_at)
                 return
-            except psycopg.OperationalError:
-                # The connection died under us (restart, pg_terminate_backend). If it died
-                # during COMMIT the batch may have landed: look before retrying, so a row is
-                # never stored twice.
+            except CommitOutcomeUnknown as exc:
+                log.warning("%s; looking up whether %d works landed", exc, len(works))
+                if self._landed(events, writes, persisted_at, exc.backend_pid):
+                    return
+                if time.monotonic() >= deadline:
+                    raise psycopg.OperationalError("commit did not land before the timeout") from exc
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(0.05)
-                if events and self._landed(events[0].action_id, persisted_at, deadline):
-                    return
+            time.sleep(0.05)
 
-    def _landed(self, action_id: str, persisted_at: dt.datetime, deadline: float) -> bool:
-        try:
-            with self.pool.connection(timeout=max(0.05, deadline - time.monotonic())) as conn:
-                return action_landed(conn, action_id, persisted_at)
-        except (psycopg.Error, psycopg_pool.PoolTimeout):
-            return False
+    def _landed(self, events: list, writes: list, persisted_at: dt.datetime, backend_pid: int) -> bool:
+        """Whether the batch whose connection (to ``backend_pid``) broke landed. Asks until
+        PostgreSQL answers; "not landed" only once that backend is gone (it cannot commit any
+        more). Raises :class:`_Stopping` when the actor is asked to stop meanwhile."""
+        while True:
+            try:
+                with self.pool.connection(timeout=self.commit_timeout_s) as conn:
+                    if not events and not writes:
+                        return True
+                    if events:
+                        landed = action_landed(conn, events[0].action_id, persisted_at)
+                    else:
+                        w = writes[0]
+                        landed = bool(conn.execute(
+                            "SELECT 1 FROM character_profile WHERE character_id = %s AND version >= %s",
+                            (w.character_id, w.new_version),
+                        ).fetchone())
+                    if landed:
+                        return True
+                    alive = conn.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)
+                    ).fetchone()
+                    if not alive:
+                        return False
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                log.warning("looking up an unknown commit failed: %s; asking again", exc)
+            if self._stop_requested():
+                raise _Stopping()
+            time.sleep(RESOLVE_RETRY_S)

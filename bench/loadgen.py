@@ -334,7 +334,8 @@ class Bench:
 
         duration = self.args.bound_duration
         chars = characters or [("bench-0", str(uuid.uuid4()))]
-        seq = 10**9
+        # action_seq refuses a (character, seq) twice: every call continues the last one's seqs.
+        seq = self._bound_seq = getattr(self, "_bound_seq", 10**9)
         rows = 0
         commits = 0
         with psycopg.connect(self.db_url) as conn:
@@ -351,6 +352,7 @@ class Bench:
                         kind, payload = "move", '{"x": 10, "y": 11, "dx": 1, "dy": 0}'
                     events.append(EventRow(str(uuid.uuid4()), user, cid, seq, kind, payload))
                 commit_batch(conn, events, [], dt.datetime.now(dt.UTC))
+                self._bound_seq = seq
                 rows += batch
                 commits += 1
             elapsed = time.perf_counter() - started

@@ -63,6 +63,13 @@ class StorageSettings(_Group):
     allow_unsafe_durability: bool = False
     partitions_ahead_days: int = Field(7, ge=1)
     maintenance_interval_s: float = Field(3600.0, gt=0)
+    connect_timeout_s: int = Field(3, ge=1)
+    keepalives_idle_s: int = Field(10, ge=1)
+    keepalives_interval_s: int = Field(5, ge=1)
+    keepalives_count: int = Field(3, ge=1)
+    statement_timeout_s: float = Field(5.0, gt=0)
+    lock_timeout_s: float = Field(2.0, gt=0)
+    idle_in_transaction_timeout_s: float = Field(10.0, gt=0)
 
 
 class RetentionSettings(_Group):

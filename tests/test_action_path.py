@@ -144,7 +144,7 @@ def test_ack_and_event_never_precede_the_commit(live_server: Any, database_url: 
             # The commit waits on our lock: the ack (and the event) must not arrive meanwhile.
             await mover.expect_none(answer_to(seq), 0.5)
             await watcher.expect_none(moved, 0.05)
-            assert lock_waiters(database_url) >= 1, "the commit should be waiting on the row lock"
+            assert storage_counters(live_server)["parked"] >= 1, "the work should wait for the row lock"
             assert seq not in rows_by_seq(database_url, cid)
             locker.rollback()
         ack = await mover.answer(seq, timeout=5)
@@ -482,15 +482,15 @@ def test_busy_actors_never_stall_the_ioloop(start_server: Any, database_url: str
         joined = await asyncio.gather(*(
             join(live_server, database_url, "lag", x, y) for x, y in pair_slots(players, rows=(25, 27, 11))
         ))
-        lock_cid = joined[0][1]
         live_server.call(monitor.start)
         control.start()
         stop_at = time.monotonic() + duration
         tasks = [asyncio.create_task(flood(c, stop_at)) for c, _ in joined]
         await asyncio.sleep(duration / 3)
-        # Stall every commit behind a row lock for 0.3 s while the flood goes on.
+        # Stall every commit behind a table lock for 0.3 s while the flood goes on (a row lock
+        # would stall only its own character: the batch skips locked rows).
         with psycopg.connect(database_url) as locker:
-            locker.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (lock_cid,))
+            locker.execute("LOCK TABLE action_seq IN EXCLUSIVE MODE")
             await async_wait_until(lambda: lock_waiters(database_url) >= 1, what="a commit blocked")
             await asyncio.sleep(0.3)
             locker.rollback()
@@ -515,7 +515,7 @@ def test_busy_actors_never_stall_the_ioloop(start_server: Any, database_url: str
     async def blocking_get_on_the_ioloop() -> None:
         mover, cid = await join(live_server, database_url, "lagget", 9, 13)
         with psycopg.connect(database_url) as locker:
-            locker.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (cid,))
+            locker.execute("LOCK TABLE action_seq IN EXCLUSIVE MODE")  # the commit waits on it
             seq = await mover.move(1, 0)
             await async_wait_until(lambda: lock_waiters(database_url) >= 1, what="the commit blocked")
             blocked = threading.Event()

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pykka
-from test_action_path import join, lock_waiters, pair_slots, place, rows_by_seq, run, ts, uniq
+from test_action_path import join, pair_slots, place, rows_by_seq, run, storage_counters, ts, uniq
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import WebSocketClosedError
 from waiting import async_wait_until
@@ -253,7 +253,7 @@ def test_graceful_shutdown_acks_every_committed_action(start_server: Any, databa
 
 
 def test_shutdown_waits_for_a_commit_in_flight(start_server: Any, database_url: str) -> None:
-    """A commit still running when the node stops (held back by a row lock): shutdown waits
+    """A work still waiting when the node stops (its row locked elsewhere): shutdown waits
     for it, the ack goes out, then the error frame and close 1001."""
     server = start_server()
 
@@ -263,7 +263,9 @@ def test_shutdown_waits_for_a_commit_in_flight(start_server: Any, database_url: 
         with psycopg.connect(database_url) as locker:
             locker.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (cid,))
             seq = await client.move(1, 0)
-            await async_wait_until(lambda: lock_waiters(database_url) >= 1, what="the commit blocked")
+            await async_wait_until(
+                lambda: storage_counters(server)["parked"] >= 1,
+                what="the work waiting for the row lock")
             stopping = asyncio.create_task(asyncio.to_thread(server.stop))
             await async_wait_until(lambda: server.node.stopping, what="the node stopping")
             await asyncio.wait({reader}, timeout=0.3)  # the node must wait for the commit

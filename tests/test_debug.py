@@ -228,7 +228,8 @@ def test_listing_answers_while_an_actor_is_blocked(live_server: Any) -> None:
 
 
 def test_listing_answers_while_the_storage_actor_is_stuck_in_a_commit(start_server: Callable[..., Any]) -> None:
-    """Hold a row lock on the character so the StorageActor's UPDATE waits inside its commit."""
+    """Hold a lock on action_seq so the StorageActor's COPY waits inside its commit (a row lock
+    would only park the character's work: the batch skips locked rows)."""
     import psycopg
 
     server = start_server(game={"chats_per_second": 50.0})
@@ -241,12 +242,11 @@ def test_listing_answers_while_the_storage_actor_is_stuck_in_a_commit(start_serv
 
     async def play() -> None:
         alice = await login(server.ws_url, issue_dev_token(server.settings, "debug-stuck"))
-        character_id = alice.welcome["character"]["character_id"]
         assert (await alice.answer(await alice.chat("first")))["type"] == "ack"
         idle = poll(storage_row, lambda r: r["inbox_depth"] == 0)
         done = batches(idle["urn"])
         with psycopg.connect(server.settings.database_url) as conn:
-            conn.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (character_id,))
+            conn.execute("LOCK TABLE action_seq IN EXCLUSIVE MODE")  # the commit waits on it
             seq = await alice.chat("waiting for a lock")
             # The storage actor took the work and is inside its commit, blocked on our lock.
             stuck = poll(storage_row, lambda r: r["messages_handled"] > idle["messages_handled"]

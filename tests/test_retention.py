@@ -365,3 +365,24 @@ def test_cli_retention_run(seeded, tmp_path: Path) -> None:
     assert _attached(url) == {_day(KEPT)}
     for days_ago in OLD:
         _assert_archived(archive_dir, _day(days_ago), before[_day(days_ago)])
+
+
+def test_action_seq_rows_go_with_their_dropped_partitions(seeded, settings: Settings) -> None:
+    """Retention prunes the action_seq rows of the days it dropped (in the drop's transaction);
+    the kept day's seqs stay."""
+    url, _ = seeded
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO action_seq (character_id, sequence_number, action_id, persisted_at)"
+            " SELECT character_id, sequence_number, action_id, persisted_at FROM action_event"
+            " WHERE sequence_number IS NOT NULL"
+        )
+        conn.commit()
+        kept_start = dt.datetime.combine(_day(KEPT), dt.time(), dt.UTC)
+        kept = conn.execute("SELECT count(*) FROM action_seq WHERE persisted_at >= %s", (kept_start,)).fetchone()[0]
+        assert kept >= 1 and conn.execute("SELECT count(*) FROM action_seq").fetchone()[0] > kept
+    report = retention.run_retention(url, settings, today=TODAY)
+    assert len(report.dropped) == len(OLD)
+    with psycopg.connect(url) as conn:
+        left = conn.execute("SELECT min(persisted_at), count(*) FROM action_seq").fetchone()
+    assert left[1] == kept and left[0] >= kept_start

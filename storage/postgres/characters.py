@@ -30,6 +30,7 @@ class CharacterRecord:
     stats_json: Any
     last_action_seq: int
     version: int
+    owner_epoch: int = 0  # bumped by every take_ownership: the current owner's epoch
 
 
 PUBLIC_FIELDS = ("character_id", "display_name", "x", "y", "health", "max_health")
@@ -47,7 +48,7 @@ def public_view(source: Any) -> dict[str, Any]:
 
 _COLUMNS = (
     "character_id::text, user_id, display_name, position_x AS x, position_y AS y, health, "
-    "max_health, inventory_json, stats_json, last_action_seq, version"
+    "max_health, inventory_json, stats_json, last_action_seq, version, owner_epoch"
 )
 
 
@@ -83,25 +84,54 @@ def load_or_create_character(
             raise CharacterNotOwned(character_id)
         return record, False
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT {_COLUMNS} FROM character_profile WHERE user_id = %s "
-            "ORDER BY created_at, character_id LIMIT 1",
-            (user_id,),
-        ).fetchone()
+        row = _first_of(cur, user_id)
         if row:
+            conn.commit()
             return CharacterRecord(**row), False
         new_id = str(uuid.uuid4())
         x, y = spawn(new_id)
         stats = {"max_health": max_health}
-        row = cur.execute(
+        # Two first logins at once both get here: the partial unique index on (user_id) WHERE
+        # is_first lets one INSERT through; the other waits for it, does nothing, and reads it.
+        created = cur.execute(
             f"""INSERT INTO character_profile (character_id, user_id, display_name, position_x,
-                position_y, health, max_health, inventory_json, stats_json)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, '{{"items": []}}', %s)
+                position_y, health, max_health, inventory_json, stats_json, is_first)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, '{{"items": []}}', %s, true)
+            ON CONFLICT (user_id) WHERE is_first DO NOTHING
             RETURNING {_COLUMNS}""",
             (new_id, user_id, display_name, x, y, max_health, max_health, psycopg.types.json.Jsonb(stats)),
         ).fetchone()
+        row = created or _first_of(cur, user_id)
     conn.commit()
-    return CharacterRecord(**row), True
+    if row is None:  # the winner's row vanished between its commit and our read
+        raise CharacterNotOwned(user_id)
+    return CharacterRecord(**row), created is not None
+
+
+def _first_of(cur: psycopg.Cursor, user_id: str) -> dict[str, Any] | None:
+    return cur.execute(
+        f"SELECT {_COLUMNS} FROM character_profile WHERE user_id = %s "
+        "ORDER BY is_first DESC, created_at, character_id LIMIT 1",
+        (user_id,),
+    ).fetchone()
+
+
+def take_ownership(conn: psycopg.Connection, character_id: str) -> CharacterRecord | None:
+    """Become the character's only writer: bump ``owner_epoch`` and return the row (None when
+    there is no such character), committed.
+
+    One statement: it waits for the row lock (bounded by the connection's ``lock_timeout``), so
+    the record it returns is the row after the previous owner's last commit, and any later write
+    of that owner carries the old epoch and is fenced by :func:`~storage.postgres.actions.commit_batch`.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"UPDATE character_profile SET owner_epoch = owner_epoch + 1 WHERE character_id = %s "
+            f"RETURNING {_COLUMNS}",
+            (character_id,),
+        ).fetchone()
+    conn.commit()
+    return CharacterRecord(**row) if row else None
 
 
 def seed_characters(conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> None:

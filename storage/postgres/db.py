@@ -17,13 +17,39 @@ class UnsafeDurability(RuntimeError):
     """The database would acknowledge commits it could lose (fsync or synchronous_commit off)."""
 
 
+def connection_kwargs(settings: Settings) -> dict[str, object]:
+    """libpq parameters of every pooled connection: synchronous_commit forced on, and every wait
+    bounded (connect, dead peer via TCP keepalives, statement, lock, idle transaction)."""
+    s = settings.storage
+    options = {
+        "synchronous_commit": "on",
+        "statement_timeout": _ms(s.statement_timeout_s),
+        "lock_timeout": _ms(s.lock_timeout_s),
+        "idle_in_transaction_session_timeout": _ms(s.idle_in_transaction_timeout_s),
+    }
+    return {
+        "options": " ".join(f"-c {name}={value}" for name, value in options.items()),
+        "application_name": "tilehall",
+        "connect_timeout": s.connect_timeout_s,
+        "keepalives": 1,
+        "keepalives_idle": s.keepalives_idle_s,
+        "keepalives_interval": s.keepalives_interval_s,
+        "keepalives_count": s.keepalives_count,
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
 def open_pool(settings: Settings, database_url: str) -> ConnectionPool:
-    """Open the shared connection pool (synchronous_commit forced on for every connection)."""
+    """Open the shared connection pool (see :func:`connection_kwargs` for every connection's
+    settings)."""
     pool = ConnectionPool(
         database_url,
         min_size=settings.storage.pool_min_size,
         max_size=settings.storage.pool_max_size,
-        kwargs={"options": "-c synchronous_commit=on", "application_name": "tilehall"},
+        kwargs=connection_kwargs(settings),
         timeout=settings.storage.commit_timeout_s,
         name="tilehall",
         open=False,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from storage.postgres.archive import (
 from storage.postgres.partitions import list_partitions
 
 log = logging.getLogger(__name__)
+
+_PARTITION_DAY = re.compile(r"^action_event_p(\d{8})$")
 
 # "tilehalr" as an int64; the migration and partition locks use neighbouring values.
 RETENTION_LOCK_ID = 0x74696C6568616C72
@@ -206,6 +209,10 @@ def _retire(conn: psycopg.Connection, day: dt.date, name: str, path: Path) -> Pa
     try:
         with conn.transaction():
             conn.execute("SET LOCAL TimeZone = 'UTC'")  # timestamps in the archive are UTC
+            # A pooled connection bounds statements and idle transactions for the action path;
+            # exporting and verifying a whole day legitimately takes longer (locks stay bounded).
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(PARTITION_LOCK_TIMEOUT)))
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(name)))
             rows = _count(conn, name)
@@ -237,3 +244,16 @@ def _drop_partition(conn: psycopg.Connection, name: str) -> None:
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DETACH_LOCK_TIMEOUT)))
     conn.execute(sql.SQL("ALTER TABLE action_event DETACH PARTITION {}").format(sql.Identifier(name)))
     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    _prune_action_seq(conn, name)
+
+
+def _prune_action_seq(conn: psycopg.Connection, name: str) -> int:
+    """Delete the ``action_seq`` rows of actions persisted before the end of partition ``name``'s
+    day (partitions go oldest first, so that is every row older than the dropped partitions), in
+    the drop's transaction. Returns how many."""
+    m = _PARTITION_DAY.match(name)
+    if m is None:
+        return 0
+    day = dt.datetime.strptime(m.group(1), "%Y%m%d").date()
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return conn.execute("DELETE FROM action_seq WHERE persisted_at < %s", (end,)).rowcount
