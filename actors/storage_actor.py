@@ -39,6 +39,7 @@ from actors.messages import (
     PersistFailed,
     StoredAnswer,
 )
+from actors.storage_faults import ChainBreaks, ParkedWorks, character_of
 from actors.timers import TimerHandle, tell_later
 from actors.vocabulary import RejectCode
 from config.settings import Settings
@@ -49,7 +50,7 @@ from storage.postgres.actions import (
     RowsBusy,
     SeqAlreadyStored,
     VersionConflict,
-    action_landed,
+    batch_landed,
     commit_batch,
     find_action,
 )
@@ -75,12 +76,6 @@ class _Stopping(Exception):
     """The actor was asked to stop while it was resolving an ambiguous commit."""
 
 
-def _character_of(work: Persist) -> str | None:
-    if work.write is not None:
-        return work.write.character_id
-    return work.events[0].character_id if work.events else None
-
-
 class StorageActor(DedicatedThreadActor):
     """Owns every write to PostgreSQL on the action path."""
 
@@ -95,13 +90,9 @@ class StorageActor(DedicatedThreadActor):
         self.entity_id = "storage"
         self.debug_status = "idle"
         self._buffer: list[Persist] = []
-        # Works of characters whose row is locked elsewhere, by character, in arrival order,
-        # each with the monotonic time after which it is failed unavailable.
-        self._parked: dict[str, list[tuple[Persist, float]]] = {}
+        self._parked = ParkedWorks()
         self._retry_timer: TimerHandle | None = None
-        # Character -> (chain, code, message, the version the failed work expected) of its
-        # last failed work: later works of that chain built on top of it fail at once.
-        self._broken: dict[str, tuple[int, str, str, int | None]] = {}
+        self._breaks = ChainBreaks()
         self.failing_since: float | None = None
         """Monotonic time of the first failed commit since the last success (None: committing
         fine). Rebound only by the actor's thread; read by /readyz from any thread."""
@@ -123,34 +114,24 @@ class StorageActor(DedicatedThreadActor):
     def on_Persist(self, msg: Persist) -> None:
         """Buffer work (or park it behind its character's parked works, or fail it at once when
         its chain is broken); commit when nothing else waits in the inbox or the batch is full."""
-        character_id = _character_of(msg)
+        character_id = character_of(msg)
         if self._fail_if_broken(msg):
             return
         if character_id in self._parked:
-            self._park(msg, time.monotonic() + self.commit_timeout_s)
+            self._parked.park(msg, time.monotonic() + self.commit_timeout_s)
         else:
             self._buffer.append(msg)
         if len(self._buffer) >= self.max_batch or self._inbox_empty():
             self._commit_buffer()
 
     def _fail_if_broken(self, work: Persist) -> bool:
-        """Fail ``work`` at once when its character's chain is broken (True); a newer chain
-        clears the break (the character rolled back to its durable state)."""
-        character_id = _character_of(work)
-        broken = self._broken.get(character_id) if character_id is not None else None
-        if broken is None:
+        """Fail ``work`` at once when it was built on a failed work of its character (True)."""
+        failure = self._breaks.failure_of(work)
+        if failure is None:
             return False
-        chain, code, message, base = broken
-        built_on_durable = work.write is not None and base is not None and work.write.expected_version <= base
-        if work.chain > chain or built_on_durable:
-            # A newer chain, or a write from the state the failed work started from (no newer
-            # version than the failed one expected): it was not computed on top of the failure.
-            del self._broken[character_id]
-            return False
-        log.info(
-            "work %s of character %s was built on a failed one (chain %s): player told %s",
-            work.work_id, character_id, chain, code,
-        )
+        code, message = failure
+        log.info("work %s of character %s was built on a failed one (chain %s): player told %s",
+                 work.work_id, character_of(work), work.chain, code)
         self.failures += 1
         tell_if_alive(work.reply_to, PersistFailed(work.work_id, code, message))
         return True
@@ -164,7 +145,7 @@ class StorageActor(DedicatedThreadActor):
         """Commit whatever is buffered, and wait for the parked works to commit or time out
         (at most ``commit_timeout_s``: graceful shutdown asks this, and every work it answers is
         answered before the node stops); returns how many works were committed or failed."""
-        n = len(self._buffer) + sum(len(q) for q in self._parked.values())
+        n = len(self._buffer) + len(self._parked)
         self._commit_buffer()
         while self._parked:
             time.sleep(RETRY_PARKED_S)
@@ -241,41 +222,22 @@ class StorageActor(DedicatedThreadActor):
         except RuntimeError:  # the deque changed while we looked: look next time
             return False
 
-    def _park(self, work: Persist, deadline: float) -> None:
-        self._parked.setdefault(_character_of(work), []).append((work, deadline))
-
-    def _unpark(self) -> tuple[list[Persist], dict[int, float], list[Persist]]:
-        """The parked works to retry (oldest first), their deadlines, and the ones past it."""
-        now = time.monotonic()
-        retry: list[Persist] = []
-        deadlines: dict[int, float] = {}
-        expired: list[Persist] = []
-        for queue in self._parked.values():
-            if queue[0][1] <= now:
-                expired.extend(w for w, _ in queue)  # the first waited too long: all of them
-                continue
-            for w, deadline in queue:
-                retry.append(w)
-                deadlines[w.work_id] = deadline
-        self._parked = {}
-        return retry, deadlines, expired
-
     def _commit_buffer(self) -> None:
-        retry, deadlines, expired = self._unpark()
+        retry, deadlines, expired = self._parked.take_all()
         works = retry + self._buffer
         self._buffer = []
         failed: dict[int, tuple[str, str, bool]] = {}
         for w in expired:
             log.warning(
                 "work %s of character %s: its row stayed locked for %.1f s; player told %s",
-                w.work_id, _character_of(w), self.commit_timeout_s, RejectCode.UNAVAILABLE,
+                w.work_id, character_of(w), self.commit_timeout_s, RejectCode.UNAVAILABLE,
             )
             failed[w.work_id] = (RejectCode.UNAVAILABLE, _BUSY, False)
         self._answer_failed(expired, failed)
         works = [w for w in works if not self._fail_if_broken(w)]
         if works:
             self._run_batch(works, deadlines, {})
-        self.parked = sum(len(q) for q in self._parked.values())
+        self.parked = len(self._parked)
         if self._parked and self._retry_timer is None:
             self._retry_timer = tell_later(RETRY_PARKED_S, self.actor_ref, RetryParked())
 
@@ -294,8 +256,8 @@ class StorageActor(DedicatedThreadActor):
                 break
             except RowsBusy as exc:
                 for w in pending:
-                    if _character_of(w) in exc.character_ids:
-                        self._park(w, deadlines.get(w.work_id, started + self.commit_timeout_s))
+                    if character_of(w) in exc.character_ids:
+                        self._parked.park(w, deadlines.get(w.work_id, started + self.commit_timeout_s))
                 log.info("rows of %d character(s) locked elsewhere; their works wait", len(exc.character_ids))
             except Fenced as exc:
                 for cid, (ours, theirs) in exc.epochs.items():
@@ -326,11 +288,11 @@ class StorageActor(DedicatedThreadActor):
                     failed[w.work_id] = (RejectCode.UNAVAILABLE, _UNAVAILABLE, False)
                 unavailable = True
                 pending = []
-            parked = {w.work_id for q in self._parked.values() for w, _ in q}
+            parked = self._parked.work_ids()
             pending = [w for w in pending if w.work_id not in failed and w.work_id not in parked]
         elapsed = time.monotonic() - started
         self.debug_status = "idle"
-        parked = {w.work_id for q in self._parked.values() for w, _ in q}
+        parked = self._parked.work_ids()
         done = [w for w in works if w.work_id not in parked]
         committed = [w for w in done if w.work_id not in failed]
         self.batches += 1
@@ -348,7 +310,7 @@ class StorageActor(DedicatedThreadActor):
         self, pending: list[Persist], exc: BatchRefused, failed: dict, message: str, *, fenced: bool = False
     ) -> None:
         for w in pending:
-            if _character_of(w) in exc.character_ids:
+            if character_of(w) in exc.character_ids:
                 failed[w.work_id] = (RejectCode.CONFLICT, message, fenced)
 
     def _answer_failed(self, works: list[Persist], failed: dict) -> None:
@@ -358,15 +320,10 @@ class StorageActor(DedicatedThreadActor):
             if outcome is None:
                 continue
             code, message, fenced = outcome
-            cid = _character_of(w)
-            if cid is not None:
-                base = w.write.expected_version if w.write is not None else None
-                before = self._broken.get(cid)
-                if before is not None and before[0] == w.chain and before[3] is not None:
-                    base = before[3] if base is None else min(base, before[3])
-                self._broken[cid] = (w.chain, code, message, base)
+            self._breaks.record(w, code, message)
+            if character_of(w) is not None:
                 # Its later works already parked were built on this one: they fail with it.
-                for later, _ in self._parked.pop(cid, []):
+                for later in self._parked.pop(character_of(w)):
                     tell_if_alive(later.reply_to, PersistFailed(later.work_id, code, message, fenced))
                     self.failures += 1
             self.failures += 1
@@ -415,23 +372,9 @@ class StorageActor(DedicatedThreadActor):
         while True:
             try:
                 with self.pool.connection(timeout=self.commit_timeout_s) as conn:
-                    if not events and not writes:
-                        return True
-                    if events:
-                        landed = action_landed(conn, events[0].action_id, persisted_at)
-                    else:
-                        w = writes[0]
-                        landed = bool(conn.execute(
-                            "SELECT 1 FROM character_profile WHERE character_id = %s AND version >= %s",
-                            (w.character_id, w.new_version),
-                        ).fetchone())
-                    if landed:
-                        return True
-                    alive = conn.execute(
-                        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)
-                    ).fetchone()
-                    if not alive:
-                        return False
+                    landed = batch_landed(conn, events, writes, persisted_at, backend_pid)
+                if landed is not None:
+                    return landed
             except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
                 log.warning("looking up an unknown commit failed: %s; asking again", exc)
             if self._stop_requested():

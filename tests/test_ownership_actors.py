@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import pykka
 import pytest
-from test_action_path import lock_waiters, place, run, uniq
+from test_action_path import place, run, storage_counters, uniq
 from waiting import async_wait_until, wait_until
 from wsclient import is_type, login
 
@@ -471,7 +471,9 @@ def test_a_seq_resent_while_in_flight_gets_exactly_one_answer(live_server: Any, 
         with psycopg.connect(database_url) as locker:
             locker.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (cid,))
             seq = await c1.move(1, 0)
-            await async_wait_until(lambda: lock_waiters(database_url) >= 1, what="the commit blocked")
+            await async_wait_until(
+                lambda: storage_counters(live_server)["parked"] >= 1,
+                what="the commit held back by the row lock")
             c2 = await login(live_server.ws_url, tok, cid)
             assert c2.welcome["last_action_seq"] == seq
             await c2.move(1, 0, seq=seq)  # the client resends its unanswered action

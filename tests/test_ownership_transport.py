@@ -105,9 +105,6 @@ def test_simultaneous_hellos_of_one_user_leave_one_live_session(live_server: Any
 # ------------------------------------------------------------------ ownership at actor creation
 
 
-@pytest.mark.xfail(strict=True, reason="needs take_ownership's UPDATE ... owner_epoch (storage branch):"
-                   " the stand-in re-reads the row without waiting for the old owner's commit;"
-                   " remove this mark at the merge")
 def test_relogin_on_another_node_starts_from_the_row_after_the_old_owners_commit(
     start_server: Callable[..., Any],
 ) -> None:

@@ -45,8 +45,8 @@ from storage.postgres.characters import (
     load_character,
     load_or_create_character,
     public_view,
+    take_ownership,
 )
-from storage.postgres.ownership import take_ownership
 from storage.redis.leases import Holder, SessionLeases
 from storage.redis.reconnect_tokens import ReconnectTokens
 from transport.auth import Identity

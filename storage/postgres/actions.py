@@ -323,6 +323,29 @@ def action_landed(conn: psycopg.Connection, action_id: str, persisted_at: dt.dat
     return row is not None
 
 
+def batch_landed(
+    conn: psycopg.Connection, events: Sequence[EventRow], writes: Sequence[CharacterWrite],
+    persisted_at: dt.datetime, backend_pid: int,
+) -> bool | None:
+    """Whether a batch whose COMMIT lost its connection (run by ``backend_pid``) landed: True,
+    False (not stored, and that backend is gone so it never will be), or None (not yet known:
+    the backend may still commit it)."""
+    if events:
+        landed = action_landed(conn, events[0].action_id, persisted_at)
+    elif writes:
+        w = writes[0]
+        landed = conn.execute(
+            "SELECT 1 FROM character_profile WHERE character_id = %s AND version >= %s",
+            (w.character_id, w.new_version),
+        ).fetchone() is not None
+    else:
+        return True
+    if landed:
+        return True
+    alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)).fetchone()
+    return None if alive else False
+
+
 def commit_stats(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> tuple[int, int, int]:
     """(rows, commits, action rows) persisted in [start, end): a commit is a distinct
     ``persisted_at``, an action row one with a sequence number (not a system event)."""
