@@ -3,8 +3,8 @@ hands each result to the StorageActor, and answers only once the commit has land
 
 ``state`` runs ahead of the database (it includes work still being committed); ``durable`` is
 the state of the last commit. The actor's helpers, one concern each: how it ends (idle, fenced
-by a newer owner, broken, crashed) in :mod:`actors.character_ending`; the works in flight and
-their rollback chains in :mod:`actors.character_chains`; one answer per seq (resends) in
+by a newer owner, broken, crashed) in :mod:`actors.character_ending`; the rollback chains of the
+works in flight in :mod:`actors.character_chains`; one answer per seq (resends) in
 :mod:`actors.character_answers`; what it computes alone in :mod:`actors.character_work`.
 """
 
@@ -109,7 +109,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
         self.last_seq = record.last_action_seq  # the highest seq that arrived (answered or not)
         # The storage room adds owner_epoch to CharacterRecord (take_ownership); 0 before it.
         self.owner_epoch: int = getattr(record, "owner_epoch", 0)
-        self.chains = Chains()  # the works in flight, in rollback chains
+        self.chains = Chains()  # the rollback chains of the works in flight
         self.answers = Answers(codec, self.limits)  # one answer per seq
         self.defunct = False  # fenced or broken: stopping, every later message is ignored
         self.session: pykka.ActorRef | None = None
@@ -117,6 +117,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
         # The action waiting for the zone: (work id, action, target tile of a move).
         self.waiting: tuple[int, SubmitAction, tuple[int, int] | None] | None = None
         self.queue: deque[SubmitAction] = deque()
+        self.inflight: dict[int, Work] = {}
         self._ids = itertools.count(1)
         self._columns = ColumnJson(settings.game.max_json_bytes)
         self.entity_id = record.character_id
@@ -310,13 +311,13 @@ class CharacterActor(CharacterEnding, TilehallActor):
         work_id, view = next(self._ids), character_view(s, self.display_name)
         work = Work(seq, new_action_id(), action_type, payload, changed, s, self.version, view, effects, taken,
                     self.chains.current, stored)
-        self.chains.add(work_id, work)
+        self.inflight[work_id] = work
         write = character_write(s, columns, self.last_seq, self.version, self.owner_epoch)
         self.storage.tell(Persist(work_id, (event_row(work, self.user_id),), write, self.actor_ref, view, chain=work.chain))
 
     def on_Persisted(self, msg: Persisted) -> None:
         """The commit landed: answer the session, publish the event, deliver effects."""
-        work = self.chains.take(msg.work_id)
+        work = self.inflight.pop(msg.work_id)
         self.durable, self.durable_version = work.state, work.version
         if work.seq is not None:
             self._answer(work.seq, self.codec.ack_json(work.seq, work.action_id, msg.persisted_at, work.changed))
@@ -334,7 +335,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
         action with its code; the first failure of a chain rolls back to the durable state and
         starts a new chain, and the works of the old chain that come back failed after it are
         rejected with that first failure's code (they were built on it)."""
-        work = self.chains.take(msg.work_id)
+        work = self.inflight.pop(msg.work_id)
         if msg.fenced:
             return self._fenced(work, msg)
         broken = self.chains.failure_of(work)
@@ -353,7 +354,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
             self.state = rolled_back(self.durable, self.state)
             self.version = self.durable_version
             self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
-        self.chains.forget_broken()
+        self.chains.forget_broken(self.inflight.values())
         self._stop_if_done()
 
     # ---------------------------------------------------------------- answers
@@ -399,7 +400,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
             "durable_version": self.durable_version,
             "owner_epoch": self.owner_epoch,
             "chain": self.chains.current,
-            "in_flight": len(self.chains.inflight),
+            "in_flight": len(self.inflight),
             "session_id": self.session_id,
         }
 

@@ -1,4 +1,4 @@
-"""The CharacterActor's works in flight to the StorageActor, in rollback chains.
+"""The rollback chains of the CharacterActor's works in flight to the StorageActor.
 
 A failed commit rolls the actor's state back to the durable one and starts a new ``chain``:
 every later work of the old chain was built on the failed one and comes back failed too (the
@@ -8,24 +8,17 @@ StorageActor's chain rule), rejected with the first failure's code, so a player 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from actors.character_work import Work
 
 
 class Chains:
-    """The works in flight by work id, the current chain, and the first failure of each broken one."""
+    """The current chain, and the first failure of each broken chain still in flight."""
 
     def __init__(self) -> None:
         self.current = 0  # the rollback generation: bumped by each failed commit
         self.broken: dict[int, tuple[str, str]] = {}  # chain → the (code, message) that ended it
-        self.inflight: dict[int, Work] = {}
-
-    def add(self, work_id: int, work: Work) -> None:
-        """``work`` goes to storage as ``work_id``."""
-        self.inflight[work_id] = work
-
-    def take(self, work_id: int) -> Work:
-        """The work storage answered for (it is no longer in flight)."""
-        return self.inflight.pop(work_id)
 
     def failure_of(self, work: Work) -> tuple[str, str] | None:
         """The (code, message) that broke ``work``'s chain, or None while it is unbroken."""
@@ -36,14 +29,8 @@ class Chains:
         self.broken[work.chain] = (code, message)
         self.current += 1
 
-    def forget_broken(self) -> None:
+    def forget_broken(self, inflight: Iterable[Work]) -> None:
         """Drop the record of broken chains no work in flight belongs to any more."""
-        live = {w.chain for w in self.inflight.values()}
+        live = {w.chain for w in inflight}
         for chain in [c for c in self.broken if c not in live]:
             del self.broken[chain]
-
-    def drop_all(self) -> list[Work]:
-        """Forget every work in flight (the actor ends without answering them); returns them."""
-        works = list(self.inflight.values())
-        self.inflight.clear()
-        return works

@@ -22,7 +22,6 @@ import pykka
 
 from actors.base import tell_if_alive
 from actors.character_answers import Answers
-from actors.character_chains import Chains
 from actors.character_work import Work
 from actors.messages import (
     AbilityContext,
@@ -52,7 +51,7 @@ class CharacterEnding:
     zone: pykka.ActorRef
     actor_ref: pykka.ActorRef
     on_stopped: Callable[[str, pykka.ActorRef], None] | None
-    chains: Chains
+    inflight: dict[int, Work]
     answers: Answers
     queue: deque[Any]
     waiting: Any
@@ -89,7 +88,7 @@ class CharacterEnding:
         log.error(
             "character %s fenced: its ownership epoch %s is stale (the row's epoch moved on: %s); seq %s and %d"
             " other in-flight works unanswered (not stored); session %s %s; the actor stops",
-            self.character_id, self.owner_epoch, msg.message, work.seq, len(self.chains.inflight), self.session_id,
+            self.character_id, self.owner_epoch, msg.message, work.seq, len(self.inflight), self.session_id,
             told if self.session is not None else "none (no session attached)",
             extra={"character_id": self.character_id},
         )
@@ -115,16 +114,17 @@ class CharacterEnding:
         if self.session is not None:
             tell_if_alive(self.session, kick)
         self.session = self.session_id = None
-        for w in (work, *self.chains.drop_all()):
+        for w in (work, *self.inflight.values()):
             if w.taken_item is not None:
                 self.zone.tell(ReturnItem(w.taken_item))
+        self.inflight.clear()
         self.queue.clear()
         self.answers.forget_open()
         self.zone.tell(LeaveZone(self.character_id, self.actor_ref))
         self.stop()
 
     def _stop_if_done(self) -> None:
-        if self.session is None and not self.claimed and not self.chains.inflight and self.waiting is None and not self.queue:
+        if self.session is None and not self.claimed and not self.inflight and self.waiting is None and not self.queue:
             self.stopping = True
             self.debug_status = "stopping"
             self.stop()
