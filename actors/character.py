@@ -1,20 +1,11 @@
 """The CharacterActor: the one writer of a character. Applies the game rules to in-order actions,
 hands each result to the StorageActor, and answers only once the commit has landed.
 
-Ownership (DESIGN rule 3): the actor starts from a row whose ``owner_epoch`` it took, and every
-write carries that epoch. A write refused because the row's epoch moved on (``fenced``) means
-another owner plays the character now: the actor kicks its session (``session_replaced``),
-answers none of its in-flight works (not stored; the new session resends them) and stops.
-
-Chains: ``state`` runs ahead of the database (it includes work still being committed);
-``durable`` is the state of the last commit. A failed commit rolls ``state`` back to ``durable``
-and starts a new ``chain``: every later work of the old chain was built on the failed one and
-comes back failed too (the StorageActor's chain rule), rejected here with the first failure's
-code, so a player never sees a ``conflict`` caused by their own failed work. A version conflict
-within the actor's own epoch is a bug: the session closes 1011 and the actor stops.
-
-One answer per seq: the actor remembers its recent answers and its open seqs, so a resent seq
-gets nothing while in flight, the remembered frame, or its stored answer looked up in the log.
+``state`` runs ahead of the database (it includes work still being committed); ``durable`` is
+the state of the last commit. The actor's helpers, one concern each: how it ends (idle, fenced
+by a newer owner, broken, crashed) in :mod:`actors.character_ending`; the rollback chains of the
+works in flight in :mod:`actors.character_chains`; one answer per seq (resends) in
+:mod:`actors.character_answers`; what it computes alone in :mod:`actors.character_work`.
 """
 
 from __future__ import annotations
@@ -22,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +21,9 @@ import pykka
 
 from actors import rules
 from actors.base import TilehallActor, tell_if_alive
+from actors.character_answers import Answers
+from actors.character_chains import Chains
+from actors.character_ending import CharacterEnding
 from actors.character_work import (
     ColumnJson,
     Work,
@@ -41,7 +35,6 @@ from actors.character_work import (
     profile,
     rolled_back,
     state_from_record,
-    stored_ack_state,
     stored_payload,
     target_state,
 )
@@ -56,7 +49,6 @@ from actors.messages import (
     DetachSession,
     EnterZone,
     FailNow,
-    Kick,
     LeaveZone,
     LookupAction,
     MoveVerdict,
@@ -75,7 +67,7 @@ from actors.messages import (
 )
 from actors.ports import FrameCodec
 from actors.timers import tell_later
-from actors.vocabulary import CloseCode, ErrorCode, KickReason, RejectCode
+from actors.vocabulary import RejectCode
 from actors.world_map import ItemSpawn, WorldMap
 from config.settings import Settings
 from storage.postgres.characters import CharacterRecord
@@ -84,12 +76,9 @@ log = logging.getLogger(__name__)
 
 # Abilities that need the zone (a target's position, or the item on the tile) before the rules.
 _ZONE_ABILITIES = frozenset({"strike", "heal", "pickup"})
-# Recent answers kept for resends (as many as a session keeps: actors.session._ANSWERS_KEPT).
-ANSWERS_KEPT = 1024
-REPLACED_MESSAGE = "your character is played elsewhere"
 
 
-class CharacterActor(TilehallActor):
+class CharacterActor(CharacterEnding, TilehallActor):
     """One character in play."""
 
     def __init__(
@@ -120,10 +109,8 @@ class CharacterActor(TilehallActor):
         self.last_seq = record.last_action_seq  # the highest seq that arrived (answered or not)
         # The storage room adds owner_epoch to CharacterRecord (take_ownership); 0 before it.
         self.owner_epoch: int = getattr(record, "owner_epoch", 0)
-        self.chain = 0  # the rollback generation: bumped by each failed commit
-        self.broken: dict[int, tuple[str, str]] = {}  # chain → the (code, message) that ended it
-        self.answers: OrderedDict[int, str] = OrderedDict()  # seq → its answer frame (recent)
-        self.open_seqs: set[int] = set()  # arrived, not answered yet
+        self.chains = Chains()  # the rollback chains of the works in flight
+        self.answers = Answers(codec, self.limits)  # one answer per seq
         self.defunct = False  # fenced or broken: stopping, every later message is ignored
         self.session: pykka.ActorRef | None = None
         self.session_id: str | None = None
@@ -137,25 +124,6 @@ class CharacterActor(TilehallActor):
         self.claimed = False  # a session is on its way (Claim): do not stop
         self.stopping = False  # stop() is queued: refuse claims
         self.debug_status = "detached"
-
-    def on_receive(self, message: Any) -> Any:
-        """Dispatch as usual; once fenced or broken, nothing more is done (see :meth:`_after_end`)."""
-        if self.defunct:
-            return self._after_end(message)
-        return super().on_receive(message)
-
-    def _after_end(self, message: Any) -> Any:
-        """A message that reached a fenced or broken actor before its stop: a claim is refused,
-        a session that attaches anyway is told the character is played elsewhere, an item the
-        zone took for us goes back; the rest (late commit answers, actions) is dropped."""
-        if isinstance(message, Claim):
-            return False
-        if isinstance(message, AttachSession):
-            tell_if_alive(message.session, Kick(KickReason.SESSION_REPLACED, CloseCode.SESSION_REPLACED,
-                                                REPLACED_MESSAGE))
-        elif isinstance(message, AbilityContext) and message.item is not None:
-            tell_if_alive(self.zone, ReturnItem(message.item))
-        return None
 
     # ---------------------------------------------------------------- sessions
 
@@ -196,7 +164,7 @@ class CharacterActor(TilehallActor):
         """The next action in sequence; queued while an earlier one waits for the zone. It
         counts in ``last_seq`` as it arrives, so a new session's welcome counts it."""
         self.last_seq = max(self.last_seq, msg.seq)
-        self.open_seqs.add(msg.seq)
+        self.answers.arrived(msg.seq)
         if self.waiting is not None:
             self.queue.append(msg)
         else:
@@ -340,15 +308,12 @@ class CharacterActor(TilehallActor):
         s = self.state
         columns = self._columns.of(s)
         self.version += 1
-        work_id = next(self._ids)
-        view = character_view(s, self.display_name)
+        work_id, view = next(self._ids), character_view(s, self.display_name)
         work = Work(seq, new_action_id(), action_type, payload, changed, s, self.version, view, effects, taken,
-                    self.chain, stored)
+                    self.chains.current, stored)
         self.inflight[work_id] = work
         write = character_write(s, columns, self.last_seq, self.version, self.owner_epoch)
-        self.storage.tell(
-            Persist(work_id, (event_row(work, self.user_id),), write, self.actor_ref, view, chain=self.chain)
-        )
+        self.storage.tell(Persist(work_id, (event_row(work, self.user_id),), write, self.actor_ref, view, chain=work.chain))
 
     def on_Persisted(self, msg: Persisted) -> None:
         """The commit landed: answer the session, publish the event, deliver effects."""
@@ -373,108 +338,33 @@ class CharacterActor(TilehallActor):
         work = self.inflight.pop(msg.work_id)
         if msg.fenced:
             return self._fenced(work, msg)
-        broken = self.broken.get(work.chain)
+        broken = self.chains.failure_of(work)
         if broken is None and msg.code == RejectCode.CONFLICT:
             return self._broken(work, msg)
         code, message = broken if broken is not None else (msg.code, msg.message)
         if work.seq is not None:
-            self._answer(work.seq, self.codec.reject_json(work.seq, code, message), code)
+            self._reject(work.seq, code, message)
         if work.taken_item is not None:
             self.zone.tell(ReturnItem(work.taken_item))
         if broken is None:
-            self.broken[work.chain] = (code, message)
-            self.chain += 1
+            self.chains.break_chain(work, code, message)
             log.warning("character %s: commit failed (%s), rolled back to version %s; chain %s → %s",
-                        self.character_id, code, self.durable_version, work.chain, self.chain,
+                        self.character_id, code, self.durable_version, work.chain, self.chains.current,
                         extra={"character_id": self.character_id})
             self.state = rolled_back(self.durable, self.state)
             self.version = self.durable_version
             self.zone.tell(PlaceCharacter(self.character_id, self.state.position))
-        self._forget_broken_chains()
+        self.chains.forget_broken(self.inflight.values())
         self._stop_if_done()
-
-    def _forget_broken_chains(self) -> None:
-        """Drop the record of broken chains no work in flight belongs to any more."""
-        live = {w.chain for w in self.inflight.values()}
-        for chain in [c for c in self.broken if c not in live]:
-            del self.broken[chain]
-
-    def _fenced(self, work: Work, msg: PersistFailed) -> None:
-        """Another owner took the character (a newer ownership epoch in the row): this actor is
-        stale. Kick the session (the new owner has the player), answer none of the in-flight
-        works (they were not stored; the new session resends them), leave the zone, stop."""
-        told = f"kicked {KickReason.SESSION_REPLACED} ({int(CloseCode.SESSION_REPLACED)}): {REPLACED_MESSAGE}"
-        log.error(
-            "character %s fenced: its ownership epoch %s is stale (the row's epoch moved on: %s); seq %s and %d"
-            " other in-flight works unanswered (not stored); session %s %s; the actor stops",
-            self.character_id, self.owner_epoch, msg.message, work.seq, len(self.inflight), self.session_id,
-            told if self.session is not None else "none (no session attached)",
-            extra={"character_id": self.character_id},
-        )
-        self._end(work, Kick(KickReason.SESSION_REPLACED, CloseCode.SESSION_REPLACED, REPLACED_MESSAGE))
-
-    def _broken(self, work: Work, msg: PersistFailed) -> None:
-        """A version conflict within this actor's own epoch: its idea of the row is wrong (a
-        bug). Close the session with 1011 and stop: a re-login takes a new epoch from the row."""
-        log.error(
-            "character %s: version conflict under its own ownership epoch %s (expected version %s): a bug;"
-            " seq %s unanswered; session %s told error internal (1011); the actor stops",
-            self.character_id, self.owner_epoch, work.version - 1, work.seq, self.session_id,
-            extra={"character_id": self.character_id},
-        )
-        self._end(work, Kick(ErrorCode.INTERNAL, CloseCode.INTERNAL, "the server hit an internal error",
-                             kicked=False))
-
-    def _end(self, work: Work, kick: Kick) -> None:
-        """Stop without answering anything more: kick the session, give the items the works
-        in flight took back to the zone, leave it, stop (the node learns in on_stop)."""
-        self.defunct = self.stopping = True
-        self.debug_status = "stopping (fenced)" if kick.code == CloseCode.SESSION_REPLACED else "stopping (broken)"
-        if self.session is not None:
-            tell_if_alive(self.session, kick)
-        self.session = self.session_id = None
-        for w in (work, *self.inflight.values()):
-            if w.taken_item is not None:
-                self.zone.tell(ReturnItem(w.taken_item))
-        self.inflight.clear()
-        self.queue.clear()
-        self.open_seqs.clear()
-        self.zone.tell(LeaveZone(self.character_id, self.actor_ref))
-        self.stop()
-
-    def _stop_if_done(self) -> None:
-        if self.session is None and not self.claimed and not self.inflight and self.waiting is None and not self.queue:
-            self.stopping = True
-            self.debug_status = "stopping"
-            self.stop()
-
-    def on_stop(self) -> None:
-        """Tell the node this character is out of play."""
-        if self.on_stopped is not None:
-            self.on_stopped(self.character_id, self.actor_ref)
-
-    def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        """A crash ends the session playing this character (close 1011); the node forgets us."""
-        log.error("character %s crashed: %s; session %s told error internal (1011)", self.character_id, exc_value,
-                  self.session_id, extra={"character_id": self.character_id})
-        if self.session is not None:
-            tell_if_alive(self.session, Kick(ErrorCode.INTERNAL, CloseCode.INTERNAL,
-                                             "the server hit an internal error", kicked=False))
-        tell_if_alive(self.zone, LeaveZone(self.character_id, self.actor_ref))
-        if self.on_stopped is not None:
-            self.on_stopped(self.character_id, self.actor_ref)
 
     # ---------------------------------------------------------------- answers
 
     def _reject(self, seq: int, code: str, message: str) -> None:
-        self._answer(seq, self.codec.reject_json(seq, code, message), code)
+        self._answer(seq, self.answers.reject_frame(seq, code, message), code)
 
     def _answer(self, seq: int, frame: str, reject_code: str | None = None) -> None:
         """The one answer of ``seq``: remembered for resends, sent to the current session."""
-        self.open_seqs.discard(seq)
-        self.answers[seq] = frame
-        if len(self.answers) > ANSWERS_KEPT:
-            self.answers.popitem(last=False)
+        self.answers.record(seq, frame)
         if self.session is not None:
             tell_if_alive(self.session, ActionAnswered(seq, frame, reject_code))
 
@@ -482,9 +372,9 @@ class CharacterActor(TilehallActor):
         """The client resent ``seq`` (≤ the last): nothing while it is in flight or queued (its
         answer goes to the current session when it lands), the remembered frame again, or else
         the StorageActor looks it up in the log and replies here (:meth:`on_StoredAnswer`)."""
-        if msg.seq in self.open_seqs:
+        if self.answers.is_open(msg.seq):
             return
-        frame = self.answers.get(msg.seq)
+        frame = self.answers.remembered(msg.seq)
         if frame is not None:
             if self.session is not None:
                 tell_if_alive(self.session, ActionAnswered(msg.seq, frame))
@@ -494,12 +384,7 @@ class CharacterActor(TilehallActor):
     def on_StoredAnswer(self, msg: StoredAnswer) -> None:
         """A forgotten seq from the log: stored → its original ack, the state rebuilt from the
         stored row; not stored (rejected, its answer forgotten) → reject ``unavailable``."""
-        if msg.action_id is not None:
-            state = stored_ack_state(msg.action_type, msg.payload, self.limits)
-            frame = self.codec.ack_json(msg.seq, msg.action_id, msg.persisted_at, state)
-            self._answer(msg.seq, frame)
-        else:
-            self._reject(msg.seq, RejectCode.UNAVAILABLE, f"seq {msg.seq} was not stored")
+        self._answer(msg.seq, *self.answers.stored_frame(msg))
 
     def describe(self) -> dict[str, Any]:
         """Character detail for /debug/actors."""
@@ -514,7 +399,7 @@ class CharacterActor(TilehallActor):
             "version": self.version,
             "durable_version": self.durable_version,
             "owner_epoch": self.owner_epoch,
-            "chain": self.chain,
+            "chain": self.chains.current,
             "in_flight": len(self.inflight),
             "session_id": self.session_id,
         }

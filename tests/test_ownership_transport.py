@@ -190,7 +190,7 @@ def test_a_resume_of_an_ended_session_counts_no_reconnect_success(live_server: A
 def test_hooks_count_welcome_and_resumed(live_server: Any) -> None:
     """The transport's SessionHooks count a login when the session reports its welcome and a
     resume when it reports ``resumed`` (session.py calls them; see the actors branch)."""
-    from transport.sessions import SessionHooks
+    from transport.session_hooks import SessionHooks
 
     hooks = SessionHooks(live_server.node.directory, live_server.node.metrics)
     connects, resumes = (metric(live_server, n) for n in ("tilehall_connect_success_total",

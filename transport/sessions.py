@@ -52,6 +52,7 @@ from storage.redis.reconnect_tokens import ReconnectTokens
 from transport.auth import Identity
 from transport.codec import CODEC
 from transport.metrics import Metrics
+from transport.session_hooks import SessionHooks
 
 log = logging.getLogger(__name__)
 CLAIM_TIMEOUT_S = 5.0  # a character actor answers a Claim within this, or the login fails
@@ -366,40 +367,6 @@ async def _claim(character: pykka.ActorRef) -> bool:
         return bool(await ask_async(character, Claim(), CLAIM_TIMEOUT_S))
     except pykka.ActorDeadError:
         return False
-
-
-class SessionHooks:
-    """Session events → metrics and the directory (any thread). The session gauges are not
-    kept here: /metrics counts the live sessions' statuses when it is scraped."""
-
-    def __init__(self, directory: SessionDirectory, metrics: Metrics) -> None:
-        self.directory = directory
-        self.metrics = metrics
-
-    def session_ended(self, session_id: str, user_id: str) -> None:
-        """The session is over: the directory forgets it (its status leaves the gauges with it)."""
-        self.directory.session_ended(session_id, user_id)
-
-    def action_answered(self, latency_s: float, acked: bool, code: str | None) -> None:
-        """Observe one ack or reject."""
-        self.metrics.action_latency.observe(latency_s)
-        if acked:
-            self.metrics.acks.inc()
-        else:
-            self.metrics.rejects.labels(code or "unknown").inc()
-
-    def snapshot_forced(self) -> None:
-        """Count a resume that needed a full snapshot."""
-        self.metrics.state_refresh_forced.inc()
-
-    def welcomed(self) -> None:
-        """The session sent its welcome: a login succeeded (counted only now, not at attach)."""
-        self.metrics.connect_success.inc()
-
-    def resumed(self) -> None:
-        """The session sent ``resumed``: a resume succeeded (a session refusing it with 4004 or
-        4029 never calls this)."""
-        self.metrics.reconnect_success.inc()
 
 
 async def ask_quietly(ref: pykka.ActorRef, message: Any, timeout: float) -> None:
