@@ -107,8 +107,7 @@ class CharacterActor(CharacterEnding, TilehallActor):
         self.version = record.version
         self.durable_version = record.version
         self.last_seq = record.last_action_seq  # the highest seq that arrived (answered or not)
-        # The storage room adds owner_epoch to CharacterRecord (take_ownership); 0 before it.
-        self.owner_epoch: int = getattr(record, "owner_epoch", 0)
+        self.owner_epoch = record.owner_epoch  # taken by take_ownership: every write carries it
         self.chains = Chains()  # the rollback chains of the works in flight
         self.answers = Answers(codec, self.limits)  # one answer per seq
         self.defunct = False  # fenced or broken: stopping, every later message is ignored

@@ -55,11 +55,14 @@ from storage.postgres.actions import (
     find_action,
 )
 from storage.postgres.audit import close_audit, open_audit
+from storage.postgres.db import can_write
 
 log = logging.getLogger(__name__)
 
 RETRY_PARKED_S = 0.05
 """How often parked works are retried when no other batch comes along."""
+PROBE_HEALTH_S = 1.0
+"""How often a failing StorageActor probes whether PostgreSQL is writable again."""
 RESOLVE_RETRY_S = 0.1
 """Pause between lookups of a commit whose outcome is unknown."""
 
@@ -70,6 +73,11 @@ _BUSY = "the character is busy in the database; try again"
 @dataclass(frozen=True, slots=True)
 class RetryParked:
     """To itself (a timer): retry the parked works."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeHealth:
+    """To itself (a timer) while commits fail: is PostgreSQL writable again?"""
 
 
 class _Stopping(Exception):
@@ -339,6 +347,19 @@ class StorageActor(DedicatedThreadActor):
             hook = getattr(self.observer, "on_commit_health", None)
             if hook is not None:
                 hook(self.failing_since)
+            if self.failing_since is not None:
+                tell_later(PROBE_HEALTH_S, self.actor_ref, ProbeHealth())
+
+    def on_ProbeHealth(self, msg: ProbeHealth) -> None:
+        """While commits fail and no player acts, learn that PostgreSQL is back (the node's
+        /readyz turns 200 again without waiting for the next action)."""
+        if self.failing_since is None:
+            return
+        if can_write(self.pool, timeout=PROBE_HEALTH_S):
+            log.info("storage: PostgreSQL writable again")
+            self._set_health(False, True)
+        else:
+            tell_later(PROBE_HEALTH_S, self.actor_ref, ProbeHealth())
 
     def _commit(self, works: list[Persist], persisted_at: dt.datetime, deadline: float) -> None:
         """One transaction for ``works``; retries a broken connection until ``deadline``.

@@ -72,6 +72,16 @@ def check_durability(conn: psycopg.Connection, *, allow_unsafe: bool) -> None:
     log.warning("%s; running anyway because storage.allow_unsafe_durability is set", problem)
 
 
+def can_write(pool: ConnectionPool, timeout: float) -> bool:
+    """Whether a pooled connection can run a write transaction now (a failed commit's node
+    probes this to learn that PostgreSQL is back before any player acts)."""
+    try:
+        with pool.connection(timeout=timeout) as conn:
+            return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except Exception:
+        return False
+
+
 def database_ready(pool: ConnectionPool) -> str | None:
     """None when PostgreSQL answers and every migration is applied, else the reason it is not."""
     try:
