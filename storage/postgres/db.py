@@ -83,14 +83,21 @@ def can_write(pool: ConnectionPool, timeout: float) -> bool:
 
 
 def database_ready(pool: ConnectionPool) -> str | None:
-    """None when PostgreSQL answers and every migration is applied, else the reason it is not."""
-    try:
-        with pool.connection(timeout=1.0) as conn:
-            exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
-            applied = (
-                {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} if exists else set()
-            )
-    except Exception as exc:
-        return f"postgresql unreachable: {type(exc).__name__}"
+    """None when PostgreSQL answers and every migration is applied, else the reason it is not.
+
+    A pooled connection that died since its last use (a restart, ``pg_terminate_backend``) fails
+    once and is discarded by the pool: one failure is retried on a fresh connection before the
+    node is called unreachable."""
+    for attempt in (1, 2):
+        try:
+            with pool.connection(timeout=1.0) as conn:
+                exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
+                applied = (
+                    {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} if exists else set()
+                )
+            break
+        except Exception as exc:
+            if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
+                return f"postgresql unreachable: {type(exc).__name__}"
     pending = [m.version for m in migrate.available_migrations() if m.version not in applied]
     return f"migrations pending: {', '.join(pending)}" if pending else None
