@@ -70,7 +70,22 @@ def test_a_reject_of_a_stored_action_is_flagged() -> None:
     players[0].answers.append(Answer(2.5, 2, "reject", CID, code="unavailable", action=("move", {"dx": 0, "dy": 1})))
     players[0].answers.append(Answer(2.6, 2, "reject", CID, code="duplicate", action=("move", {"dx": 0, "dy": 1})))
     checks = sorted(v.check for v in _check(players, faults, samples, db))
-    assert checks == ["reject_but_stored", "two_answers"]
+    assert checks == ["reject_but_stored", "reject_but_stored", "two_answers"]
+
+
+def test_a_seq_renumbered_after_a_welcome_is_a_new_action() -> None:
+    """A reject, then a welcome whose last_action_seq is below that seq: the number goes to the
+    next action, whose ack (and stored row) is no second answer of the rejected one."""
+    players, faults, samples, db = _clean()
+    ack = next(a for a in players[0].answers if a.seq == 2)
+    players[0].answers.remove(ack)
+    players[0].answers += [
+        Answer(1.5, 2, "reject", CID, code="unavailable", action=("move", {"dx": 0, "dy": 1})),
+        Answer(ack.t, 2, "ack", CID, ack.action_id, action=("move", {"dx": 0, "dy": 1}), gen=1),
+    ]
+    assert _check(players, faults, samples, db) == []
+    players[0].answers[-1].gen = 0  # the same generation: one action, two answers
+    assert sorted(v.check for v in _check(players, faults, samples, db)) == ["reject_but_stored", "two_answers"]
 
 
 def test_a_row_that_does_not_fold_is_flagged() -> None:

@@ -3,7 +3,7 @@
 Checks (each violation names the player, the seq and the last fault before it):
 
 - ``ack_not_stored``: an ack's action_id is not in ``action_event`` (for that character and seq);
-- ``reject_but_stored``: a reject (other than ``duplicate``) for an action that is in the log
+- ``reject_but_stored``: a reject for an action that is in the log
   (the same action the player had sent as that seq): a reject must mean not stored;
 - ``seq_stored_twice``: one (character, seq) in the log more than once;
 - ``row_not_sent``: a logged action no player sent with that seq (action type and payload);
@@ -83,8 +83,11 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
     for p in players:
         for a in p.answers:
             e = logged.get((a.character_id, a.seq))
-            if (a.kind == "reject" and a.code != "duplicate" and e is not None and a.action is not None
-                    and _same_action(*a.action, e["action_type"], e["payload"])):
+            later_owner = e is not None and any(
+                b.kind == "ack" and b.seq == a.seq and b.gen != a.gen and b.action_id == e["action_id"]
+                for b in p.answers)
+            if (a.kind == "reject" and e is not None and a.action is not None
+                    and not later_owner and _same_action(*a.action, e["action_type"], e["payload"])):
                 out.append(ctx.v("reject_but_stored", p, a.seq, a.t,
                                  f"reject {a.code}, yet stored as {e['action_id']}"))
 
@@ -104,10 +107,12 @@ def check(players: list[PlayerLog], faults: list[Fault], samples: list[Sample], 
                              f"{e['action_type']} {e['payload']} (user {e['user_id']}) was never sent as this seq"))
 
     for p in players:
-        outcomes: dict[tuple[str | None, int], list[Any]] = defaultdict(list)
+        # One action is (character, seq, generation): a welcome whose last_action_seq is below a
+        # seq hands that number to a new action (the rejected one before it was not stored).
+        outcomes: dict[tuple[str | None, int, int], list[Any]] = defaultdict(list)
         for a in p.answers:
-            outcomes[(a.character_id, a.seq)].append(a)
-        for (_, seq), answers in outcomes.items():
+            outcomes[(a.character_id, a.seq, a.gen)].append(a)
+        for (_, seq, _), answers in outcomes.items():
             answers.sort(key=lambda a: a.t)
             distinct = list(dict.fromkeys(a.outcome for a in answers))
             if len(distinct) > 1:

@@ -51,6 +51,9 @@ class Player:
         self.reconnect_token = ""
         self.last_event_seq = 0
         self.next_seq = 1
+        # last_action_seq of every welcome: a seq above it is numbered anew (a new action), so an
+        # answer belongs to the generation of its seq (how many welcomes reused that number).
+        self.welcome_lasts: list[int] = []
         self.pending: dict[int, dict[str, Any]] = {}  # seq → {action_type, payload}
         self.inflight: dict[int, Transmission] = {}  # seq → its latest transmission
         self.paused_until = 0.0
@@ -157,7 +160,8 @@ class Player:
             mine = self.pending.get(seq)
             self.log.answers.append(Answer(
                 now, seq, kind, self.log.character_id, frame.get("action_id"), frame.get("code"), self.node,
-                (mine["action_type"], mine["payload"]) if mine else None))
+                (mine["action_type"], mine["payload"]) if mine else None,
+                sum(1 for last in self.welcome_lasts if last < seq)))
             if kind == "reject":
                 self.log.frames[f"reject {frame.get('code')}"] += 1
             tx = self.inflight.pop(seq, None)
@@ -168,6 +172,7 @@ class Player:
             self.log.character_id = frame["character"]["character_id"]
             self._established(frame)
             last = frame["last_action_seq"]
+            self.welcome_lasts.append(last)
             actions = [self.pending[s] for s in sorted(self.pending)]
             olds = sorted(self.pending)
             self.pending = {}

@@ -21,6 +21,7 @@ class Answer:
     code: str | None = None
     node: int = 0
     action: tuple[str, dict[str, Any]] | None = None  # what the player had sent as this seq
+    gen: int = 0  # welcomes before it whose last_action_seq was below this seq (the seq reused)
 
     @property
     def outcome(self) -> str:
