@@ -86,9 +86,10 @@ def database_ready(pool: ConnectionPool) -> str | None:
     """None when PostgreSQL answers and every migration is applied, else the reason it is not.
 
     A pooled connection that died since its last use (a restart, ``pg_terminate_backend``) fails
-    once and is discarded by the pool: one failure is retried on a fresh connection before the
-    node is called unreachable."""
-    for attempt in (1, 2):
+    once and is discarded by the pool: such failures are retried (every idle connection may have
+    died at once) before the node is called unreachable."""
+    attempts = (pool.max_size or 1) + 1
+    for attempt in range(1, attempts + 1):
         try:
             with pool.connection(timeout=1.0) as conn:
                 exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
@@ -97,7 +98,7 @@ def database_ready(pool: ConnectionPool) -> str | None:
                 )
             break
         except Exception as exc:
-            if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
+            if attempt == attempts or not isinstance(exc, psycopg.OperationalError):
                 return f"postgresql unreachable: {type(exc).__name__}"
     pending = [m.version for m in migrate.available_migrations() if m.version not in applied]
     return f"migrations pending: {', '.join(pending)}" if pending else None
