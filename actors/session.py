@@ -141,6 +141,7 @@ class SessionActor(TilehallActor):
     def _maybe_welcome(self) -> None:
         if self._profile is None or self._world is None or self.status != CONNECTING:
             return
+        self.hooks.welcomed()  # counted before the frame leaves: whoever sees it sees the count
         self._send(
             self.codec.server_frame_json(
                 "welcome",
@@ -156,7 +157,6 @@ class SessionActor(TilehallActor):
             )
         )
         self._set_status(ACTIVE)
-        self.hooks.welcomed()
         early, self._early_events = self._early_events, []
         for body in early:
             self._deliver(body)
@@ -305,6 +305,7 @@ class SessionActor(TilehallActor):
             self.zone.tell(SnapshotFor(self.character_id, self.actor_ref))
 
     def _send_resumed(self, sync: str, replayed: int, world: dict[str, Any] | None) -> None:
+        self.hooks.resumed()  # counted before the frame leaves, like the welcome
         self._send(
             self.codec.server_frame_json(
                 "resumed",
@@ -317,7 +318,6 @@ class SessionActor(TilehallActor):
                 event_seq=self.event_seq,
             )
         )
-        self.hooks.resumed()
 
     # ---------------------------------------------------------------- endings
 
