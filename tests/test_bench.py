@@ -124,7 +124,7 @@ class _DrainingNode(tornado.websocket.WebSocketHandler):
         token = {"reconnect_token": "r" * 43, "reconnect_expires_at": "2999-01-01T00:00:00.000000Z"}
         if frame["type"] == "hello":
             self.write_message({"type": "welcome", "last_action_seq": 0, "event_seq": 0,
-                                "heartbeat_interval_ms": 60000, **token})
+                                "heartbeat_interval_ms": 60000, "character": {"character_id": "c"}, **token})
         elif frame["type"] == "resume":
             self.write_message({"type": "resumed", "sync": "delta", "replayed": 0, "event_seq": 4,
                                 **token, "reconnect_token": "s" * 43})
@@ -138,17 +138,58 @@ class _DrainingNode(tornado.websocket.WebSocketHandler):
                                 "persisted_at": "2024-05-01T12:00:00.000000Z"})
 
 
+def _draining_nodes(log: list[tuple[float, str, dict[str, Any]]], n: int) -> tuple[list[str], list[Any]]:
+    """``n`` scripted nodes on free ports sharing ``log``; their URLs and servers."""
+    urls, servers = [], []
+    for _ in range(n):
+        http = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/ws", _DrainingNode, {"log": log})]))
+        sockets = tornado.netutil.bind_sockets(0, address="127.0.0.1")
+        http.add_sockets(sockets)
+        urls.append(f"ws://127.0.0.1:{sockets[0].getsockname()[1]}/ws")
+        servers.append(http)
+    return urls, servers
+
+
+def test_nemesis_player_on_1012_resumes_at_once_on_the_next_node() -> None:
+    """The nemesis's player: a 1012 is resumed without its reconnect backoff, on the next node
+    (no balancer in front of the nemesis's nodes), and the unanswered action is resent."""
+    from bench.nemesis.players import Clock
+    from bench.nemesis.players import Player as NemesisPlayer
+
+    async def scenario() -> None:
+        log: list[tuple[float, str, dict[str, Any]]] = []
+        urls, servers = _draining_nodes(log, 2)
+        player = NemesisPlayer("p0", "u0", "jwt", 0, urls, Clock(), seed=1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(player.run(stop))
+        try:
+            await async_wait_until(lambda: any(t == "resume" for _, t, _ in log), 10, "the resume")
+            await async_wait_until(lambda: player.log.frames["resumed"] == 1 and not player.pending, 10,
+                                   "the resent action answered")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            for http in servers:
+                http.stop()
+        kinds = [t for _, t, _ in log]
+        at = kinds.index("resume")
+        assert kinds[:at] == ["hello", "action", "action", "action"], kinds
+        assert log[at][0] - log[at - 1][0] < 0.25, "no backoff after 1012 (it would be 0.3 s)"
+        assert log[at][2]["reconnect_token"] == "r" * 43
+        assert player.node == 1, "moved off the draining node"
+        assert log[at + 1][2]["seq"] == 3, "the unanswered action is resent with its seq"
+        assert player.log.frames["kicked node_draining"] == 1 and player.log.frames["close 1012"] == 1
+
+    asyncio.run(scenario())
+
+
 def test_bench_player_on_1012_resumes_at_once_and_resends_unacked() -> None:
     """Close 1012: the resume (token, reconnect token, last_event_seq) goes out at once, through
     the same URL, and the unacked action is resent with its seq after resumed."""
 
     async def scenario() -> None:
         log: list[tuple[float, str, dict[str, Any]]] = []
-        app = tornado.web.Application([(r"/ws", _DrainingNode, {"log": log})])
-        http = tornado.httpserver.HTTPServer(app)
-        sockets = tornado.netutil.bind_sockets(0, address="127.0.0.1")
-        http.add_sockets(sockets)
-        url = f"ws://127.0.0.1:{sockets[0].getsockname()[1]}/ws"
+        (url,), (http,) = _draining_nodes(log, 1)
         stats = Stats()
         player = Player(0, "jwt", stats, window=1)
         try:
