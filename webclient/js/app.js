@@ -144,7 +144,7 @@ function onStatus(detail) {
   statusBar.set(detail);
   if (detail.status !== STATUS.ACTIVE) mover.releaseAll();
   if (detail.status === STATUS.RECONNECTING) {
-    // A draining server (close 1012) moves us at once: no alarm, the same short note.
+    // A draining server (close SERVICE_RESTART) moves us at once: no alarm, the same short note.
     stageNote.textContent = detail.moving
       ? 'The server is restarting; moving you to another one… Anything you do now is kept and sent when we are back.'
       : 'Connection lost. Reconnecting… Anything you do now is kept and sent when we are back.';

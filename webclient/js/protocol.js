@@ -3,7 +3,7 @@
 //
 // Events (CustomEvent, data in .detail):
 //   status   {status, attempt, retryInMs, reason, moving?}   connecting | active | reconnecting | terminating | closed
-//                                                  (moving: the node drains, close 1012; resuming at once)
+//                                                  (moving: the node drains, close SERVICE_RESTART; resuming at once)
 //   welcome  {self, world, serverVersion, sessionId}  a full picture of the world (first login or fresh hello)
 //   snapshot {world}                                  resumed with sync=snapshot: replace the world
 //   resumed  {sync, replayed}
@@ -290,7 +290,7 @@ export class Connection extends EventTarget {
       case 'kicked':
         this._lastError = { code: f.reason, message: kickedText(f.reason) };
         if (f.reason === KickReason.NODE_DRAINING) {
-          // Not an ending: the close 1012 that follows moves us to another node (see _onClose).
+          // Not an ending: the close SERVICE_RESTART that follows moves us to another node (see _onClose).
           const status = this.sessionId !== null ? STATUS.RECONNECTING : STATUS.CONNECTING;
           this._setStatus(status, { reason: this._lastError.message, moving: true });
           return;
