@@ -9,6 +9,13 @@ only sends ``ping`` at the heartbeat interval. Latency is measured from the writ
 
 Against the echo bound (``echo=True``) the same frames are sent and the echoed ``action``
 frame counts as the ack (the echoed ``hello`` as the welcome).
+
+A player whose socket is closed by the server with 1012 (its node drains), 1001 (going away)
+or without a close frame resumes like the web client: at once after a 1012 (a repeat backs
+off), with its reconnect token and ``last_event_seq`` through the same URL, and resends its
+unacked actions after ``resumed``; a refused resume (4004) falls back to a fresh ``hello``
+(the unacked actions above its ``last_action_seq`` are numbered anew). :class:`Stats` counts
+the resumes by ``resumed.sync`` and the longest time a player could not act.
 """
 
 from __future__ import annotations
@@ -22,16 +29,28 @@ from typing import Any
 
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from actors.vocabulary import CloseCode
 from config.version import SERVER_VERSION
 
 _STEPS = ((1, 0), (0, 1), (-1, 0), (0, -1))
-_MOVE = '{"type":"action","seq":%d,"action_type":"move","payload":{"dx":%d,"dy":%d}}'
-_CHAT = '{"type":"action","seq":%d,"action_type":"chat","payload":{"text":"hello from bench player %d"}}'
+# An action frame is '{"type":"action","seq":N,' + its tail: kept per unacked seq to resend it.
+_ACTION = '{"type":"action","seq":%d,%s'
+_MOVE = '"action_type":"move","payload":{"dx":%d,"dy":%d}}'
+_CHAT = '"action_type":"chat","payload":{"text":"hello from bench player %d"}}'
 _EVENT_PREFIX = '{"type":"event"'
+_EVENT_SEQ_PREFIX = '{"type":"event","event_seq":'
+# Closes after which a player resumes: the node drains or goes away, or the socket just died.
+_RESUME_CODES = frozenset({CloseCode.SERVICE_RESTART, CloseCode.GOING_AWAY, None})
+_RESUME_ATTEMPTS = 40
+_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class LoginFailed(Exception):
     """The server refused or dropped a login."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class Stats:
@@ -53,6 +72,22 @@ class Stats:
         self.second_acks = 0
         self.closed = 0
         self.pongs = 0
+        self.players = 0  # players that got a first welcome
+        self.resumes: Counter[str] = Counter()  # resumed.sync (delta | snapshot), or "fresh" (hello again)
+        self.resume_failures = 0  # players that gave up resuming
+        self.resent = 0  # unacked actions sent again after a resume
+        self.longest_unable_s = 0.0  # the longest close-to-resumed span of any player
+
+    def resume_summary(self) -> dict[str, Any]:
+        """Players, acked actions, resumes by kind and the longest time a player could not act."""
+        return {
+            "players": self.players,
+            "actions": self.acked_total,
+            "resumes": dict(self.resumes),
+            "resume_failures": self.resume_failures,
+            "resent": self.resent,
+            "longest_unable_s": round(self.longest_unable_s, 3),
+        }
 
     def take_second(self) -> tuple[int, list[float]]:
         """Acks and latencies since the previous call (for the progress line)."""
@@ -64,7 +99,8 @@ class Stats:
 class Player:
     """One simulated player on one WebSocket."""
 
-    def __init__(self, index: int, token: str, stats: Stats, *, window: int = 4, echo: bool = False) -> None:
+    def __init__(self, index: int, token: str, stats: Stats, *, window: int = 4, echo: bool = False,
+                 resume: bool = True) -> None:
         self.index = index
         self.token = token
         self.stats = stats
@@ -78,15 +114,32 @@ class Player:
         self.closed_loop = False
         self.heartbeat_ms = 5000
         self.attempt = 0
-        self.welcomed = False
+        self.welcomed = False  # ever welcomed
+        self.ready = False  # welcomed or resumed on the current socket
+        self.resume = resume
+        self.url = ""
+        self.reconnect_token = ""
+        self.last_event_seq = 0
+        self.unacked: dict[int, str] = {}  # seq -> the frame's tail after "seq":N,
+        self.resuming = False
+        self.closing = False
+        self.last_sync: str | None = None
+        self._resume_task: asyncio.Task | None = None
         self._welcome: asyncio.Future | None = None
 
     async def login(self, url: str, timeout: float = 30.0) -> None:
         """Open the socket, send ``hello``, wait for ``welcome``."""
+        self.url = url
+        self.closing = False
+        await self._handshake(url, {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}, timeout)
+
+    async def _handshake(self, url: str, frame: dict[str, Any], timeout: float) -> None:
+        """Open a socket, send ``frame`` (hello or resume), wait for welcome/resumed."""
         loop = asyncio.get_running_loop()
         self._welcome = loop.create_future()
         self.attempt += 1
         attempt = self.attempt
+        self.ready = False
 
         def route(message: str | bytes | None) -> None:
             if attempt == self.attempt:  # not a late close of an earlier attempt's socket
@@ -96,8 +149,7 @@ class Player:
         stream = getattr(getattr(self.conn, "protocol", None), "stream", None)
         if stream is not None:
             stream.set_nodelay(True)
-        self.conn.write_message(json.dumps(
-            {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}))
+        self.conn.write_message(json.dumps(frame))
         await asyncio.wait_for(self._welcome, timeout)
 
     def start_closed_loop(self) -> None:
@@ -123,29 +175,34 @@ class Player:
 
     def ping(self) -> None:
         """A heartbeat (once logged in)."""
-        if self.conn is not None and self.conn.protocol is not None and self.welcomed:
+        if self.conn is not None and self.conn.protocol is not None and self.ready:
             self.conn.write_message(f'{{"type":"ping","t":{int(time.time() * 1000)}}}')
 
     def send_action(self) -> None:
         """Send the next action: three steps of the square walk, then a chat line."""
         conn = self.conn
-        if conn is None or conn.protocol is None:
-            return
+        if conn is None or conn.protocol is None or not self.ready:
+            return  # not while resuming: the player cannot act (its unacked ones wait)
         self.seq += 1
         seq = self.seq
         self.actions += 1
         if self.actions % 4 == 0:
-            frame = _CHAT % (seq, self.index)
+            tail = _CHAT % self.index
         else:
             dx, dy = _STEPS[self.steps % 4]
             self.steps += 1
-            frame = _MOVE % (seq, dx, dy)
+            tail = _MOVE % (dx, dy)
         self.sent_at[seq] = time.perf_counter()
+        if self.resume:
+            self.unacked[seq] = tail
         self.stats.sent += 1
-        conn.write_message(frame)
+        conn.write_message(_ACTION % (seq, tail))
 
     def close(self) -> None:
         """Close the socket (no logout: the server keeps the session for its reconnect window)."""
+        self.closing = True
+        if self._resume_task is not None:
+            self._resume_task.cancel()
         if self.conn is not None:
             self.conn.close()
 
@@ -156,12 +213,21 @@ class Player:
         stats = self.stats
         if message is None:
             stats.closed += 1
+            code = self.conn.close_code if self.conn is not None else None
+            self.conn = None
+            self.ready = False
             if self._welcome is not None and not self._welcome.done():
-                self._welcome.set_exception(LoginFailed("socket closed before welcome"))
+                self._welcome.set_exception(LoginFailed(f"socket closed before welcome ({code})", code))
+            elif (self.resume and self.welcomed and not self.resuming and not self.closing
+                  and stats.running and code in _RESUME_CODES):
+                self._resume_task = asyncio.get_running_loop().create_task(self._resume_after(code))
             return
         if isinstance(message, bytes):
             message = message.decode()
         if message.startswith(_EVENT_PREFIX):
+            if message.startswith(_EVENT_SEQ_PREFIX):
+                start = len(_EVENT_SEQ_PREFIX)
+                self.last_event_seq = max(self.last_event_seq, int(message[start:message.index(",", start)]))
             stats.events_total += 1
             if stats.measuring:
                 stats.events += 1
@@ -175,11 +241,25 @@ class Player:
         elif kind == "pong":
             stats.pongs += 1
         elif kind == "welcome" or (self.echo and kind == "hello"):
-            self.seq = frame.get("last_action_seq", 0)
+            self._renumber(frame.get("last_action_seq", 0))
             self.heartbeat_ms = frame.get("heartbeat_interval_ms", 5000)
-            self.welcomed = True
+            self.reconnect_token = frame.get("reconnect_token") or ""
+            self.last_event_seq = frame.get("event_seq", 0)
+            if not self.welcomed:
+                stats.players += 1
+            self.welcomed = self.ready = True
+            self.last_sync = "fresh"
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(None)
+        elif kind == "resumed":
+            self.reconnect_token = frame.get("reconnect_token") or ""
+            self.last_sync = frame.get("sync", "?")
+            if self.last_sync == "snapshot":  # everything up to event_seq is in the snapshot
+                self.last_event_seq = frame.get("event_seq", self.last_event_seq)
+            self.ready = True
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(None)
+
         elif kind == "error":
             stats.errors[frame.get("code", "?")] += 1
             if self._welcome is not None and not self._welcome.done():
@@ -192,6 +272,7 @@ class Player:
         sent = self.sent_at.pop(seq, None)
         if sent is None:
             return
+        self.unacked.pop(seq, None)
         latency = time.perf_counter() - sent
         if reject_code is None:
             stats.acked_total += 1
@@ -206,6 +287,70 @@ class Player:
                 stats.rejects[reject_code] += 1
         if self.closed_loop and stats.running:
             self.send_action()
+
+    # ---------------------------------------------------------------- resuming
+
+    async def _resume_after(self, code: int | None) -> None:
+        """The server closed the socket: resume (1012: at once), resend the unacked actions."""
+        stats = self.stats
+        self.resuming = True
+        down_since = time.perf_counter()
+        failures = 0 if code == CloseCode.SERVICE_RESTART else 1
+        try:
+            for _ in range(_RESUME_ATTEMPTS):
+                if failures:
+                    await asyncio.sleep(min(2.0, 0.1 * 2 ** (failures - 1)) * (0.5 + random.random() / 2))
+                if self.closing or not stats.running:
+                    return
+                if self.reconnect_token:
+                    frame = {"type": "resume", "protocol_version": SERVER_VERSION, "token": self.token,
+                             "reconnect_token": self.reconnect_token, "last_event_seq": self.last_event_seq}
+                else:
+                    frame = {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}
+                try:
+                    await self._handshake(self.url, frame, _HANDSHAKE_TIMEOUT_S)
+                except LoginFailed as exc:
+                    if exc.close_code == CloseCode.RECONNECT_INVALID:
+                        self.reconnect_token = ""  # resume refused: a fresh hello, at once
+                        continue
+                    failures += 1
+                    continue
+                except Exception:  # noqa: BLE001 - refused, timed out, no backend (HTTP 503): retry
+                    if self.conn is not None:
+                        self.conn.close()
+                    failures += 1
+                    continue
+                stats.resumes[self.last_sync or "?"] += 1
+                if self.conn is None:  # closed again right after resumed: go round once more
+                    failures += 1
+                    continue
+                stats.longest_unable_s = max(stats.longest_unable_s, time.perf_counter() - down_since)
+                self._resend()
+                return
+            stats.resume_failures += 1
+        finally:
+            self.resuming = False
+
+    def _renumber(self, last_action_seq: int) -> None:
+        """After a welcome (or a resync) the server has every seq up to ``last_action_seq``:
+        unacked actions above it follow on from it, those at or below are resent as they are."""
+        later = sorted(s for s in self.unacked if s > last_action_seq)
+        nxt = last_action_seq + 1
+        tails = {s: self.unacked.pop(s) for s in later}
+        sent = {s: self.sent_at.pop(s, time.perf_counter()) for s in later}
+        for s in later:
+            self.unacked[nxt], self.sent_at[nxt] = tails[s], sent[s]
+            nxt += 1
+        self.seq = nxt - 1
+
+    def _resend(self) -> None:
+        """Send every unacked action again, in seq order (a resent seq gets its original answer)."""
+        conn = self.conn
+        if conn is None:
+            return
+        for seq in sorted(self.unacked):
+            self.stats.resent += 1
+            conn.write_message(_ACTION % (seq, self.unacked[seq]))
 
 
 async def login_all(players: list[Player], urls: list[str], concurrency: int = 32, attempts: int = 3) -> list[str]:

@@ -540,6 +540,9 @@ async def run_load(
         "rejects": dict(stats.rejects),
         "reject_total": sum(stats.rejects.values()),
         "errors": dict(stats.errors),
+        "resumes": dict(stats.resumes),  # players resumed after a server close (a drain: 1012)
+        "resume_failures": stats.resume_failures,
+        "longest_unable_s": round(stats.longest_unable_s, 3),
         "events_received": stats.events,
         "fan_out": round(stats.events / acked, 2) if acked else None,
         "in_flight_at_end": in_flight_at_end,

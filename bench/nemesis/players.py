@@ -1,7 +1,9 @@
 """The nemesis's players: WebSocket clients that keep their own seq bookkeeping the way the web
 client does (``webclient/js/protocol.js``): actions stay pending until answered, a ``welcome``
 renumbers pending actions past ``last_action_seq``, a ``resumed`` resends them with their
-seqs, a ``resync_required`` renumbers from ``expected_seq``. Every frame is recorded."""
+seqs, a ``resync_required`` renumbers from ``expected_seq``. A close 1012 (the node drains and
+parked the session) is resumed at once, with no backoff (a repeat backs off); with one URL per
+node the player moves to the next node, as a balancer in front would. Every frame is recorded."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from actors.vocabulary import CloseCode
 from bench.nemesis.records import Answer, PlayerLog, Transmission
 from config.version import SERVER_VERSION
 
@@ -226,9 +229,13 @@ class Player:
             self._handshake.set_result(None)
         if code in (4004, 4009, 4029, 1008):  # resume impossible, replaced, throttled: log in again
             self.reconnect_token = ""
+        if code == CloseCode.SERVICE_RESTART and len(self.urls) > 1:
+            self.node = (self.node + 1) % len(self.urls)  # the draining node is going away
         if code is not None:
+            at_once = code == CloseCode.SERVICE_RESTART and self.failures == 0
             self.failures += 1
-            self.paused_until = max(self.paused_until, now + (3.0 if code == 4029 else self._backoff()))
+            if not at_once:
+                self.paused_until = max(self.paused_until, now + (3.0 if code == 4029 else self._backoff()))
 
     def _backoff(self) -> float:
         """Seconds before the next attempt: 0.3 s, growing to 3 s while attempts keep failing."""

@@ -266,3 +266,61 @@ def test_heartbeat_pings_and_pong_gives_latency(new_page, client_files):
     h.deliver({"type": "pong", "t": t, "server_time": t})
     latency = h.seen("latency")
     assert len(latency) == 1 and latency[0]["ms"] >= 0
+
+
+def resumed(sync="delta", replayed=0, event_seq=0):
+    return {
+        "type": "resumed", "session_id": "33333333-3333-4333-8333-333333333333",
+        "reconnect_token": "s" * 43, "reconnect_expires_at": "2999-01-01T00:00:00.000000Z",
+        "sync": sync, "replayed": replayed, "world": None, "event_seq": event_seq,
+    }
+
+
+def test_a_draining_node_moves_the_player_at_once_and_resends_unacked(harness):
+    harness.deliver(welcome(last_action_seq=41, event_seq=5))
+    move_id = harness.send_action("move", {"dx": 1, "dy": 0})  # 42, unanswered when the node drains
+    harness.deliver({"type": "kicked", "reason": "node_draining"})
+    assert harness.js("window.conn.status") == "reconnecting", "a drain is not an ending"
+    harness.drop(1012, "node_draining")
+
+    statuses = [s for s in harness.seen("status") if s.get("moving")]
+    assert statuses and all(s["status"] == "reconnecting" for s in statuses)
+    assert statuses[-1]["retryInMs"] == 0, "no backoff after a drain"
+    assert harness.seen("fatal") == [] and harness.seen("notice") == []
+    harness.wait_sockets(2)
+    assert harness.js("window.sockets.at(-1).url") == "ws://test/ws", "the same URL: the balancer picks the node"
+    assert harness.sent() == [{
+        "type": "resume", "protocol_version": "1.2.3", "token": "jwt",
+        "reconnect_token": "r" * 43, "last_event_seq": 5,
+    }]
+    assert harness.js("window.conn.status") == "reconnecting"
+
+    harness.deliver(resumed(sync="delta", event_seq=5))
+    assert harness.js("window.conn.status") == "active"
+    assert [(f["seq"], f["payload"]) for f in harness.sent() if f["type"] == "action"] == [(42, {"dx": 1, "dy": 0})]
+    harness.deliver(ack(42, aid(1), {"x": 5, "y": 6}))
+    assert [a["id"] for a in harness.seen("ack")] == [move_id]
+    assert harness.js("window.conn.attempt") == 0
+
+
+def test_a_second_drain_close_before_resuming_backs_off(harness):
+    harness.deliver(welcome())
+    harness.drop(1012)
+    harness.wait_sockets(2)
+    # The balancer had not yet seen that node go unready: it refuses the resume with 1012 too.
+    harness.deliver({"type": "kicked", "reason": "node_draining"})
+    harness.drop(1012)
+    last = harness.seen("status")[-1]
+    assert (last["status"], last["attempt"]) == ("reconnecting", 2)
+    assert last["retryInMs"] > 0, "a repeated 1012 waits, so an all-draining cluster is not hammered"
+    assert harness.seen("fatal") == []
+
+
+def test_a_refused_resume_after_a_drain_starts_over_with_hello(harness):
+    harness.deliver(welcome(last_action_seq=41))
+    harness.drop(1012)
+    harness.wait_sockets(2)
+    assert harness.sent()[0]["type"] == "resume"
+    harness.drop(4004, "reconnect_invalid")
+    harness.wait_sockets(3)
+    assert harness.sent()[0] == {"type": "hello", "protocol_version": "1.2.3", "token": "jwt", "character_id": SELF}

@@ -144,12 +144,17 @@ function onStatus(detail) {
   statusBar.set(detail);
   if (detail.status !== STATUS.ACTIVE) mover.releaseAll();
   if (detail.status === STATUS.RECONNECTING) {
-    stageNote.textContent = 'Connection lost. Reconnecting… Anything you do now is kept and sent when we are back.';
+    // A draining server (close SERVICE_RESTART) moves us at once: no alarm, the same short note.
+    stageNote.textContent = detail.moving
+      ? 'The server is restarting; moving you to another one… Anything you do now is kept and sent when we are back.'
+      : 'Connection lost. Reconnecting… Anything you do now is kept and sent when we are back.';
     stageNote.hidden = false;
   } else if (detail.status === STATUS.ACTIVE && world.map) {
     stageNote.hidden = true;
   }
-  if (detail.status === STATUS.RECONNECTING && detail.retryInMs !== undefined && detail.attempt === 1) {
+  if (detail.moving) {
+    if (detail.retryInMs !== undefined && detail.attempt === 1) chat.add({ kind: 'system', text: 'The server is restarting; moving you to another one…' });
+  } else if (detail.status === STATUS.RECONNECTING && detail.retryInMs !== undefined && detail.attempt === 1) {
     const why = detail.reason && detail.reason !== 'Connection lost' ? ` (${detail.reason})` : '';
     chat.add({ kind: 'alert', text: `Connection lost. Reconnecting…${why}` });
   }

@@ -2,7 +2,8 @@
 // talks to a Connection through methods and the events listed below.
 //
 // Events (CustomEvent, data in .detail):
-//   status   {status, attempt, retryInMs, reason}   connecting | active | reconnecting | terminating | closed
+//   status   {status, attempt, retryInMs, reason, moving?}   connecting | active | reconnecting | terminating | closed
+//                                                  (moving: the node drains, close SERVICE_RESTART; resuming at once)
 //   welcome  {self, world, serverVersion, sessionId}  a full picture of the world (first login or fresh hello)
 //   snapshot {world}                                  resumed with sync=snapshot: replace the world
 //   resumed  {sync, replayed}
@@ -228,12 +229,18 @@ export class Connection extends EventTarget {
       case CloseCode.GOING_AWAY:
         this._scheduleReconnect('The server is restarting');
         return;
+      case CloseCode.SERVICE_RESTART:
+        // The node is draining and parked our session: resume at once through the same URL
+        // (the balancer picks a live node). Only a repeat (we hit a draining node again)
+        // waits, with the usual backoff, so a cluster that is all draining is not hammered.
+        this._scheduleReconnect(kickedText(KickReason.NODE_DRAINING), this.attempt === 0 ? 0 : null, BACKOFF_BASE_MS, true);
+        return;
       default:
         this._scheduleReconnect(said || (code === ABNORMAL_CLOSURE ? 'Connection lost' : `Connection closed (${code})`));
     }
   }
 
-  _scheduleReconnect(reason, delayMs = null, base = BACKOFF_BASE_MS) {
+  _scheduleReconnect(reason, delayMs = null, base = BACKOFF_BASE_MS, moving = false) {
     if (this._stopped) return;
     this.attempt += 1;
     const wait = delayMs ?? backoffDelay(this.attempt, base);
@@ -242,6 +249,7 @@ export class Connection extends EventTarget {
       attempt: this.attempt,
       retryInMs: wait,
       reason,
+      ...(moving ? { moving: true } : {}),
     });
     this._timer('retry', wait, () => this._open(resuming));
   }
@@ -281,6 +289,12 @@ export class Connection extends EventTarget {
       case 'pong': return this._onPong(f);
       case 'kicked':
         this._lastError = { code: f.reason, message: kickedText(f.reason) };
+        if (f.reason === KickReason.NODE_DRAINING) {
+          // Not an ending: the close SERVICE_RESTART that follows moves us to another node (see _onClose).
+          const status = this.sessionId !== null ? STATUS.RECONNECTING : STATUS.CONNECTING;
+          this._setStatus(status, { reason: this._lastError.message, moving: true });
+          return;
+        }
         this._setStatus(STATUS.TERMINATING, { reason: this._lastError.message });
         if (f.reason === KickReason.SESSION_REPLACED) this._fatal('replaced', this._lastError.message);
         return;
@@ -516,6 +530,7 @@ export class Connection extends EventTarget {
 function kickedText(reason) {
   if (reason === KickReason.SESSION_REPLACED) return 'You signed in somewhere else, so this tab was disconnected.';
   if (reason === KickReason.SHUTDOWN) return 'The server is restarting';
+  if (reason === KickReason.NODE_DRAINING) return 'Moving you to another server';
   if (reason === KickReason.LOGOUT) return 'Signed out';
   return `The server ended this session (${reason})`;
 }
