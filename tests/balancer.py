@@ -29,11 +29,30 @@ from waiting import wait_until
 
 from config.settings import Settings
 from config.version import SERVER_VERSION
-from transport.cluster_cmd import HAProxyProcess, NodeProcess, free_port, render_haproxy_config
+from transport.cluster_cmd import (
+    ClusterError,
+    HAProxyProcess,
+    NodeProcess,
+    find_haproxy,
+    free_port,
+    render_haproxy_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESUME_REFUSED = (4004, 4029)  # the token is spent: log in again with hello
 SERVER_HEADER = "X-Tilehall-Server"  # set by HAProxy: which node answered
+
+
+def require_haproxy() -> str:
+    """The haproxy executable; skip the test without it (fail when ``CI`` is set)."""
+    import pytest
+
+    try:
+        return find_haproxy()
+    except ClusterError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 class Balanced:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,15 @@ from typing import Any
 
 import psutil
 import pytest
-from balancer import Balanced, Player, acting_for, all_play_again, figures, lost_and_doubled
+from balancer import (
+    Balanced,
+    Player,
+    acting_for,
+    all_play_again,
+    figures,
+    lost_and_doubled,
+    require_haproxy,
+)
 from waiting import wait_until
 
 from config.settings import Settings
@@ -42,13 +49,7 @@ MAX_UNABLE_S = 5.0  # "every player plays again within a few seconds"
 @pytest.fixture
 def haproxy() -> str:
     """The haproxy executable (skip without it, fail in CI)."""
-    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
-    if path is None:
-        reason = "haproxy is not installed (apt-get install haproxy)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return require_haproxy()
 
 
 @pytest.fixture
