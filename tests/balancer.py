@@ -220,7 +220,10 @@ class Player:
         socket is dropped until it reaches another node."""
         if avoid_node:
             self.avoid = self.served_by
-        if self.conn is not None:
+        stream = getattr(getattr(self.conn, "protocol", None), "stream", None)
+        if stream is not None:
+            stream.close()  # the TCP connection ends; no close frame
+        elif self.conn is not None:
             self.conn.close()
 
     def unable_s(self) -> float:
@@ -334,10 +337,12 @@ def figures(label: str, players: list[Player], **extra: Any) -> dict[str, Any]:
     resumes: Counter[str] = Counter()
     closes: Counter[Any] = Counter()
     rejects: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     for p in players:
         resumes.update(p.resumes)
         closes.update(p.closes)
         rejects.update(p.rejects)
+        errors.update(p.errors)
     out = {
         "players": len(players),
         "actions": sum(p.next_seq - 1 for p in players),
@@ -345,6 +350,7 @@ def figures(label: str, players: list[Player], **extra: Any) -> dict[str, Any]:
         "rejects": dict(rejects),
         "resumes": {k: resumes.get(k, 0) for k in ("delta", "snapshot", "hello")},
         "closes": {str(k): v for k, v in closes.items()},
+        "errors": dict(errors),
         "longest_unable_s": round(max(p.unable_s() for p in players), 3),
         **extra,
     }

@@ -257,6 +257,7 @@ def cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
         print(f"tilehall cluster: {exc}", file=sys.stderr)
         return 1
     finally:
+        print("tilehall cluster: stopping HAProxy, draining the nodes", file=sys.stderr, flush=True)
         if haproxy is not None:
             haproxy.stop()
         for node in nodes:
