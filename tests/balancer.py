@@ -180,6 +180,7 @@ class Player:
         self.answers = 0
         self.last_answer_at = 0.0
         self.longest_gap = 0.0
+        self.moves_in_a_row = 0
         self.logged_in = asyncio.Event()
 
     # ---------------------------------------------------------------- the loop
@@ -206,8 +207,12 @@ class Player:
             self.closes[conn.close_code] += 1
             if conn.close_code in RESUME_REFUSED:
                 self.reconnect_token = ""
-            if conn.close_code != 1012 and self.running:
-                await asyncio.sleep(0.02)  # 1012 is "move now"; anything else, a breath first
+            moved = conn.close_code == 1012
+            self.moves_in_a_row = self.moves_in_a_row + 1 if moved else 0
+            if self.running and (not moved or self.moves_in_a_row > 3):
+                # 1012 is "move now" (a draining node refuses us too, until HAProxy marks it
+                # down); anything else, or 1012 over and over, a breath first.
+                await asyncio.sleep(0.02)
 
     def stop(self) -> None:
         """End the loop (the socket closes; no logout)."""
