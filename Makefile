@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint bench clean-var
+.PHONY: serve cluster test lint bench clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(VENV)/bin/tilehall serve
+
+# Two nodes behind HAProxy (Debian's haproxy package) on port 8888: see README.
+cluster: $(STAMP)
+	$(VENV)/bin/tilehall cluster $(CLUSTER_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

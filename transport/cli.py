@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="fault-injection run with a checker (see docs/nemesis.md)")
     nemesis.add_argument("nemesis_args", nargs="*")
     nemesis.set_defaults(func=cmd_nemesis)
+    from transport.cluster_cmd import add_parser as add_cluster_parser
+
+    add_cluster_parser(sub)
     return p
 
 
