@@ -39,7 +39,7 @@ from actors.messages import (
     PersistFailed,
     StoredAnswer,
 )
-from actors.storage_faults import ChainBreaks, ParkedWorks, character_of
+from actors.storage_faults import ChainBreaks, ParkedWorks, character_of, work_key
 from actors.timers import TimerHandle, tell_later
 from actors.vocabulary import RejectCode
 from config.settings import Settings
@@ -240,7 +240,7 @@ class StorageActor(DedicatedThreadActor):
                 "work %s of character %s: its row stayed locked for %.1f s; player told %s",
                 w.work_id, character_of(w), self.commit_timeout_s, RejectCode.UNAVAILABLE,
             )
-            failed[w.work_id] = (RejectCode.UNAVAILABLE, _BUSY, False)
+            failed[work_key(w)] = (RejectCode.UNAVAILABLE, _BUSY, False)
         self._answer_failed(expired, failed)
         works = [w for w in works if not self._fail_if_broken(w)]
         if works:
@@ -265,7 +265,7 @@ class StorageActor(DedicatedThreadActor):
             except RowsBusy as exc:
                 for w in pending:
                     if character_of(w) in exc.character_ids:
-                        self._parked.park(w, deadlines.get(w.work_id, started + self.commit_timeout_s))
+                        self._parked.park(w, deadlines.get(work_key(w), started + self.commit_timeout_s))
                 log.info("rows of %d character(s) locked elsewhere; their works wait", len(exc.character_ids))
             except Fenced as exc:
                 for cid, (ours, theirs) in exc.epochs.items():
@@ -288,27 +288,27 @@ class StorageActor(DedicatedThreadActor):
             except _Stopping:
                 log.warning("stopping while a commit's outcome is unknown: %d works not answered", len(pending))
                 for w in pending:
-                    failed[w.work_id] = None  # no answer at all: it may have landed
+                    failed[work_key(w)] = None  # no answer at all: it may have landed
                 pending = []
             except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
                 log.warning("commit of %d works failed: %s; players told %s", len(pending), exc, RejectCode.UNAVAILABLE)
                 for w in pending:
-                    failed[w.work_id] = (RejectCode.UNAVAILABLE, _UNAVAILABLE, False)
+                    failed[work_key(w)] = (RejectCode.UNAVAILABLE, _UNAVAILABLE, False)
                 unavailable = True
                 pending = []
-            parked = self._parked.work_ids()
-            pending = [w for w in pending if w.work_id not in failed and w.work_id not in parked]
+            parked = self._parked.keys()
+            pending = [w for w in pending if work_key(w) not in failed and work_key(w) not in parked]
         elapsed = time.monotonic() - started
         self.debug_status = "idle"
-        parked = self._parked.work_ids()
-        done = [w for w in works if w.work_id not in parked]
-        committed = [w for w in done if w.work_id not in failed]
+        parked = self._parked.keys()
+        done = [w for w in works if work_key(w) not in parked]
+        committed = [w for w in done if work_key(w) not in failed]
         self.batches += 1
         self.rows += sum(len(w.events) for w in committed)
         self.last_batch_size = len(works)
         self._set_health(unavailable, committed_any)
         for w in done:
-            if w.work_id not in failed:
+            if work_key(w) not in failed:
                 tell_if_alive(w.reply_to, Persisted(w.work_id, persisted_at))
         self._answer_failed(done, failed)
         if self.observer is not None:
@@ -319,12 +319,12 @@ class StorageActor(DedicatedThreadActor):
     ) -> None:
         for w in pending:
             if character_of(w) in exc.character_ids:
-                failed[w.work_id] = (RejectCode.CONFLICT, message, fenced)
+                failed[work_key(w)] = (RejectCode.CONFLICT, message, fenced)
 
     def _answer_failed(self, works: list[Persist], failed: dict) -> None:
         """Tell the failed works' senders, and break their characters' chains."""
         for w in works:
-            outcome = failed.get(w.work_id)
+            outcome = failed.get(work_key(w))
             if outcome is None:
                 continue
             code, message, fenced = outcome

@@ -16,6 +16,12 @@ def character_of(work: Persist) -> str | None:
     return work.events[0].character_id if work.events else None
 
 
+def work_key(work: Persist) -> int:
+    """What tells one work from another inside the StorageActor. Not ``work_id``: each
+    character actor numbers its own works, so two characters' works share ids."""
+    return id(work)
+
+
 @dataclass(frozen=True, slots=True)
 class _Break:
     epoch: int | None  # the owner epoch of the failed work's writer
@@ -83,12 +89,13 @@ class ParkedWorks:
         """Take every parked work of one character (its chain just broke)."""
         return [w for w, _ in self._queues.pop(character_id, [])]
 
-    def work_ids(self) -> set[int]:
-        """The ids of every parked work."""
-        return {w.work_id for q in self._queues.values() for w, _ in q}
+    def keys(self) -> set[int]:
+        """The :func:`work_key` of every parked work."""
+        return {work_key(w) for q in self._queues.values() for w, _ in q}
 
     def take_all(self) -> tuple[list[Persist], dict[int, float], list[Persist]]:
-        """Empty the park: the works to retry (oldest first), their deadlines, and the works of
+        """Empty the park: the works to retry (oldest first), their deadlines (by
+        :func:`work_key`), and the works of
         characters whose first parked work waited past its deadline (all of theirs expire)."""
         now = time.monotonic()
         retry: list[Persist] = []
@@ -100,6 +107,6 @@ class ParkedWorks:
                 continue
             for w, deadline in queue:
                 retry.append(w)
-                deadlines[w.work_id] = deadline
+                deadlines[work_key(w)] = deadline
         self._queues = {}
         return retry, deadlines, expired

@@ -321,6 +321,25 @@ def test_a_locked_row_stalls_only_its_character(url: str, storage: Any) -> None:
     assert row(url, a)[1] == 0
 
 
+def test_works_of_two_characters_with_one_work_id_are_told_apart(url: str, storage: Any) -> None:
+    """Each character actor numbers its own works, so A's parked work and B's work can both be
+    work 1: B's must still commit and be answered at once (it was taken for parked before)."""
+    ref, _, replies_a, _ = storage
+    replies_b = Replies()
+    a, b = new_character(url), new_character(url)
+    try:
+        with psycopg.connect(url) as locker:
+            locker.execute("SELECT 1 FROM character_profile WHERE character_id = %s FOR UPDATE", (a,))
+            ref.tell(Persist(1, (event(a, 1),), write(a, 1, 0), replies_a.ref))
+            ref.tell(Persist(1, (event(b, 1),), write(b, 1, 0), replies_b.ref))
+            assert isinstance(replies_b.answer(1, timeout=COMMIT_TIMEOUT_S / 2), Persisted)
+            assert stored_seqs(url, b) == [1]
+            locker.rollback()
+        assert isinstance(replies_a.answer(1, timeout=COMMIT_TIMEOUT_S * 2), Persisted)
+    finally:
+        replies_b.ref.stop()
+
+
 def test_a_parked_work_commits_once_the_row_is_released(url: str, storage: Any) -> None:
     """A row lock released before commit_timeout_s: the parked work commits (no new message
     needed: the actor's own timer retries it)."""

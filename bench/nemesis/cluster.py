@@ -160,7 +160,7 @@ class Cluster:
             "TILEHALL_SERVER__HOST": "127.0.0.1",
             "TILEHALL_SERVER__PORT": str(_free_port()),
             "TILEHALL_GAME__MAP": MAP,
-            "TILEHALL_LOGGING__LEVEL": "WARNING",
+            "TILEHALL_LOGGING__LEVEL": os.environ.get("NEMESIS_LOG_LEVEL", "WARNING"),
             "TILEHALL_DEBUG__FAULT_HOOKS": "true",
             "TILEHALL_AUTH__DEV_SECRET": self.settings.auth.dev_secret,
             "TILEHALL_AUTH__DEV_ISSUER": self.settings.auth.dev_issuer,
