@@ -23,6 +23,7 @@ class CloseCode(IntEnum):
     POLICY = 1008
     TOO_LARGE = 1009
     INTERNAL = 1011
+    SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     VERSION_MISMATCH = 4000
     BAD_TOKEN = 4001
@@ -61,6 +62,7 @@ class KickReason(StrEnum):
     SESSION_REPLACED = "session_replaced"
     SHUTDOWN = "shutdown"
     LOGOUT = "logout"
+    NODE_DRAINING = "node_draining"  # this server is restarting: resume at once (elsewhere)
 
 
 # The close that follows an error/kick with this code when it ends the session. bad_frame and
@@ -87,6 +89,7 @@ ERROR_CLOSE_CODES: dict[str, CloseCode] = {
     KickReason.SESSION_REPLACED: CloseCode.SESSION_REPLACED,
     KickReason.SHUTDOWN: CloseCode.GOING_AWAY,
     KickReason.LOGOUT: CloseCode.NORMAL,
+    KickReason.NODE_DRAINING: CloseCode.SERVICE_RESTART,
 }
 
 

@@ -29,7 +29,7 @@ from actors.messages import (
     Logout,
     MalformedAction,
 )
-from actors.vocabulary import CloseCode, ErrorCode
+from actors.vocabulary import CloseCode, ErrorCode, KickReason
 from config.version import SERVER_VERSION
 from storage.postgres.characters import CharacterNotOwned
 from transport.auth import AuthError
@@ -225,6 +225,9 @@ class GameSocket(tornado.websocket.WebSocketHandler):
         self._attach(session, identity)  # success is counted when the session sends resumed
 
     async def _authenticate(self, frame: Any) -> Any:
+        if self.node.draining:  # the balancer sends the client to another node on its retry
+            self.close_with(CloseCode.SERVICE_RESTART, server_frame_json("kicked", reason=KickReason.NODE_DRAINING))
+            return None
         if self.node.broken:
             self.fail(CloseCode.INTERNAL, ErrorCode.INTERNAL,
                       "this server lost an internal component; try again (another server may take you)")

@@ -8,6 +8,7 @@ export const CloseCode = Object.freeze({
   POLICY: 1008,
   TOO_LARGE: 1009,
   INTERNAL: 1011,
+  SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
   VERSION_MISMATCH: 4000,
   BAD_TOKEN: 4001,
@@ -44,6 +45,7 @@ export const KickReason = Object.freeze({
   SESSION_REPLACED: "session_replaced",
   SHUTDOWN: "shutdown",
   LOGOUT: "logout",
+  NODE_DRAINING: "node_draining",
 });
 
 // `reject.code` values.
