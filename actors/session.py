@@ -258,7 +258,7 @@ class SessionActor(SessionMoves, TilehallActor):
         self.event_seq += 1
         frame = self.codec.stamp_event(body, self.event_seq)
         self.events.append((self.event_seq, frame))
-        if not self._awaiting_snapshot:
+        if not self._awaiting_snapshot and not self._park_sent:  # parked: replayed on the next node
             self._send(frame)
 
     # ---------------------------------------------------------------- drops and resumes

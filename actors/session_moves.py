@@ -24,6 +24,7 @@ from actors.vocabulary import CloseCode, KickReason
 
 log = logging.getLogger(__name__)
 ANSWERS_PARKED = 64  # the most recent answers travel with a parked session
+PARK_ROUNDS = 3  # events that keep coming while parking: the state is written at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class SessionMoves:
 
     _parking = False  # a Park arrived: no new action, the state is on its way out
     _park_sent = False  # the state went to the node
+    _park_rounds = 0
+    _parked_event_seq = 0  # the event_seq of the state last written
     _adopt: Resume | None = None  # built from a parked state: the resume to answer once attached
 
     def _restore(self, parked: dict[str, Any], resume: Resume) -> None:
@@ -87,12 +90,19 @@ class SessionMoves:
             self._park_now()
 
     def _park_now(self) -> None:
+        # From here on events are numbered and buffered, not sent: the next node replays them.
         self._park_sent = True
+        self._park_rounds += 1
+        self._parked_event_seq = self.event_seq
         self.hooks.park(self.parked_state(), self.actor_ref)
 
     def on_ParkWritten(self, msg: ParkWritten) -> None:
-        """The state is parked (or could not be): tell the client to move, detach, end."""
+        """The state is parked (or could not be): write it again if events came meanwhile
+        (a few rounds at most), then tell the client to move, detach, end."""
         if self.status == "terminating":
+            return
+        if msg.ok and self.event_seq > self._parked_event_seq and self._park_rounds < PARK_ROUNDS:
+            self._park_now()
             return
         self._close(CloseCode.SERVICE_RESTART, self._draining_frame())
         self._terminate("moved")
