@@ -8,15 +8,19 @@ with a timeout.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import signal
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import redis
 from nodes import LiveServer
 from test_cluster import QUIET, zone_detail
 from test_sessions import (
@@ -38,6 +42,8 @@ from waiting import poll
 from wsclient import Frame, WSClient, login
 
 from actors.base import find_actor
+from config.settings import Settings
+from transport.auth import issue_dev_token
 
 GAME = {**FAST_GAME, "view_radius": 64}
 
@@ -318,3 +324,64 @@ def test_a_token_used_once_is_refused_on_every_node(start_server: Callable[..., 
         assert (code, err["code"]) == (4004, "reconnect_invalid")
 
     run(scenario(), timeout=60)
+
+
+# ------------------------------------------------------------------ the process: SIGTERM, tilehall drain
+
+
+def _serve(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Any) -> Any:
+    from test_durability import ServerProcess, server_env
+
+    server = ServerProcess(server_env(database_url, redis_url, redis_prefix, tmp_path), Path.cwd())
+    server.wait_url()
+    return server
+
+
+def _parked(redis_url: str, redis_prefix: str, session_id: str) -> dict[str, Any] | None:
+    from storage.redis.parked_sessions import ParkedSessions
+
+    return ParkedSessions(redis.Redis.from_url(redis_url), redis_prefix, 60).take(session_id)
+
+
+def test_sigterm_drains_then_exits(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Any) -> None:
+    """``tilehall serve`` on SIGTERM: its player gets kicked node_draining + 1012, the session
+    is parked in Redis (with its events), and the process exits 0."""
+    server = _serve(database_url, redis_url, redis_prefix, tmp_path)
+    try:
+        async def scenario() -> dict[str, Any] | None:
+            settings = Settings(mode="dev")
+            alice = await login(server.ws_url, issue_dev_token(settings, new_user()))
+            await alice.answers_for([await alice.chat("hello")])
+            server.proc.send_signal(signal.SIGTERM)
+            code, kicked = await closed_with(alice, 30)
+            assert (code, kicked["reason"]) == (1012, "node_draining")
+            return _parked(redis_url, redis_prefix, alice.welcome["session_id"])
+
+        state = run(scenario(), timeout=60)
+        assert state is not None and state["last_action_seq"] == 1 and state["events"], state
+        assert server.proc.wait(30) == 0, server.output()
+    finally:
+        server.reap()
+
+
+def test_tilehall_drain_command(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Any) -> None:
+    """``tilehall drain --url URL`` drains the node (its player moves: 1012) and the node's
+    process exits; a node that is not there makes the command fail (1)."""
+    from transport.cli import cmd_drain
+
+    def drain(url: str, timeout: float = 60.0) -> int:  # (main() would reconfigure this process's logging)
+        return cmd_drain(Settings(mode="dev"), argparse.Namespace(url=url, admin_token=None, timeout=timeout))
+
+    server = _serve(database_url, redis_url, redis_prefix, tmp_path)
+    try:
+        async def scenario() -> None:
+            alice = await login(server.ws_url, issue_dev_token(Settings(mode="dev"), new_user()))
+            assert await asyncio.to_thread(drain, server.url) == 0
+            code, kicked = await closed_with(alice, 10)
+            assert (code, kicked["reason"]) == (1012, "node_draining")
+
+        run(scenario(), timeout=60)
+        assert server.proc.wait(30) == 0, server.output()
+        assert drain(server.url, 2) == 1
+    finally:
+        server.reap()
