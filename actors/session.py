@@ -343,11 +343,11 @@ class SessionActor(SessionMoves, TilehallActor):
 
     def on_Kick(self, msg: Kick) -> None:
         """End the session now (replaced, idle, token expired, shutdown, internal error)."""
-        if msg.kicked:
-            frame = self.codec.server_frame_json("kicked", reason=msg.reason)
-        else:
-            frame = self.codec.server_frame_json("error", code=msg.reason, message=msg.message or msg.reason)
-        self._close(msg.code, frame)
+        if self._moved_on(msg):  # parked: the lease taken is the adopting node's
+            return
+        kind, field = ("kicked", "reason") if msg.kicked else ("error", "code")
+        extra = {} if msg.kicked else {"message": msg.message or msg.reason}
+        self._close(msg.code, self.codec.server_frame_json(kind, **{field: msg.reason}, **extra))
         self._terminate(msg.reason)
 
     def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:

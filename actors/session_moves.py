@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from actors.messages import Park, ParkWritten, Resume
+from actors.messages import Kick, Park, ParkWritten, Resume
 from actors.timers import tell_later
 from actors.vocabulary import CloseCode, KickReason
 
@@ -106,6 +106,11 @@ class SessionMoves:
             return
         self._close(CloseCode.SERVICE_RESTART, self._draining_frame())
         self._terminate("moved")
+
+    def _moved_on(self, msg: Kick) -> bool:
+        """A ``session_replaced`` kick once the state is parked: the node that adopts it took the
+        lease; this session is leaving anyway (1012, no logout event), so it is ignored."""
+        return self._park_sent and msg.reason == KickReason.SESSION_REPLACED
 
     def _draining_frame(self) -> str:
         return self.codec.server_frame_json("kicked", reason=KickReason.NODE_DRAINING)

@@ -49,6 +49,11 @@ PARK_POLL_S = 0.05
 PEERS_ASK_S = 1.0
 
 
+class SessionMoving(Exception):
+    """The session is being parked on this node right now: the client resumes again (1012)
+    and finds it parked; its token is left unconsumed."""
+
+
 class Handover:
     """Resume-anywhere and parking for one node's :class:`~transport.sessions.SessionDirectory`."""
 
@@ -56,6 +61,7 @@ class Handover:
         self.d = directory
         self.parked = parked
         self._zone: Any = None  # the zone's proxy, asked for its peers
+        self.parking: set[str] = set()  # sessions of this node told to park (IOLoop thread)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self.d.loop.run_in_executor(None, fn, *args)
@@ -65,11 +71,14 @@ class Handover:
     async def resume(
         self, identity: Identity, reconnect_token: str, connection: Any, last_event_seq: int
     ) -> pykka.ActorRef | None:
-        """The session ``reconnect_token`` resumes, from wherever it is (None: refuse, 4004)."""
+        """The session ``reconnect_token`` resumes, from wherever it is (None: refuse, 4004).
+        Raises :class:`SessionMoving` when it is being parked here at this moment."""
         d = self.d
         grant = await self._run(d.tokens.peek, reconnect_token)
         if grant is None or grant.user_id != identity.user_id:
             return None
+        if grant.session_id in self.parking:
+            raise SessionMoving(grant.session_id)
         if grant.session_id in d.sessions:  # 1. here
             grant = await self._run(d.tokens.consume, reconnect_token)
             return None if grant is None else await d.resume_here(grant, connection, last_event_seq)
@@ -164,6 +173,8 @@ class Handover:
         ref = self.d.sessions.get(session_id)
         if ref is None or not tell_if_alive(ref, Park()):
             self.d.loop.run_in_executor(None, self._mark_gone, session_id)
+        else:
+            self.parking.add(session_id)
 
     def _mark_gone(self, session_id: str) -> None:
         try:
@@ -188,15 +199,17 @@ class Handover:
 
     async def park_all(self, timeout: float) -> int:
         """Park every session of this node; wait (bounded) until each has ended. Returns how many."""
-        refs = list(self.d.sessions.values())
-        for ref in refs:
-            tell_if_alive(ref, Park())
+        told = 0
+        for session_id, ref in list(self.d.sessions.items()):
+            if tell_if_alive(ref, Park()):
+                self.parking.add(session_id)
+                told += 1
         deadline = time.monotonic() + timeout
         while self.d.sessions and time.monotonic() < deadline:
             await asyncio.sleep(PARK_POLL_S)
         if self.d.sessions:
             log.warning("drain: %d sessions not parked in %.1f s", len(self.d.sessions), timeout)
-        return len(refs)
+        return told
 
 
 def _fresh_state(grant: TokenGrant, last_event_seq: int) -> dict[str, Any]:

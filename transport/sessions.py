@@ -277,6 +277,7 @@ class SessionDirectory:
         """From a session actor's thread: forget it and release its lease (on the IOLoop)."""
         def forget() -> None:
             self.sessions.pop(session_id, None)
+            self.handover.parking.discard(session_id)
             if self.session_of_user.get(user_id) == session_id:
                 del self.session_of_user[user_id]
             self.loop.run_in_executor(None, self._release_lease, user_id, session_id)

@@ -35,6 +35,7 @@ from storage.postgres.characters import CharacterNotOwned
 from transport.auth import AuthError
 from transport.client_frames import FrameError, parse_client_frame
 from transport.codec import pong_json
+from transport.handover import SessionMoving
 from transport.ports import NodePort
 from transport.server_frames import server_frame_json
 from transport.ws_limits import CappedProtocol
@@ -214,6 +215,9 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             return
         try:
             session = await self.node.directory.resume_session(identity, frame.reconnect_token, self.conn, frame.last_event_seq)
+        except SessionMoving:  # parked this very moment: the client resumes again and finds it
+            self.close_with(CloseCode.SERVICE_RESTART, server_frame_json("kicked", reason=KickReason.NODE_DRAINING))
+            return
         except Exception as exc:
             log.warning("resume failed: %s", exc, extra={"user_id": identity.user_id})
             self.fail(CloseCode.INTERNAL, ErrorCode.UNAVAILABLE, "reconnecting is unavailable right now; log in again")
