@@ -443,7 +443,7 @@ def test_builders_format_datetimes_as_utc_z() -> None:
 def test_close_codes_match_the_design() -> None:
     assert {c.name: c.value for c in v.CloseCode} == {
         "NORMAL": 1000, "GOING_AWAY": 1001, "POLICY": 1008, "TOO_LARGE": 1009, "INTERNAL": 1011,
-        "TRY_AGAIN_LATER": 1013,
+        "SERVICE_RESTART": 1012, "TRY_AGAIN_LATER": 1013,
         "VERSION_MISMATCH": 4000, "BAD_TOKEN": 4001, "TOKEN_EXPIRED": 4002, "CHARACTER_NOT_OWNED": 4003,
         "RECONNECT_INVALID": 4004, "IDLE_TIMEOUT": 4008, "SESSION_REPLACED": 4009, "TOO_MANY": 4029,
     }
