@@ -142,19 +142,22 @@ class CharacterActor(CharacterEnding, TilehallActor):
         self.debug_status = "in play"
         tell_if_alive(msg.session, CharacterAttached(profile(self.state, self.display_name), self.last_seq))
         self.zone.tell(EnterZone(character_view(self.state, self.display_name), self.actor_ref, msg.session))
-        if first:
+        if first and not msg.moved:  # a session moved from another node logged in there
             s = self.state
             self._persist_system(
                 {"kind": "login", "x": s.x, "y": s.y, "health": s.health, "max_health": s.max_health}
             )
 
     def on_DetachSession(self, msg: DetachSession) -> None:
-        """The session ended: a logout event, leave the zone, stop once every commit landed."""
+        """The session ended: a logout event (none when it moved to another node), leave the
+        zone, stop once every commit landed."""
         if msg.session_id != self.session_id:
             return  # an older session, already replaced
         self.session = self.session_id = None
         self.debug_status = "leaving"
         self.zone.tell(LeaveZone(self.character_id, self.actor_ref))
+        if msg.reason == "moved":  # handed over to another node: no logout, stop once landed
+            return self._stop_if_done()
         self._persist_system({"kind": "logout", "reason": msg.reason})
 
     # ---------------------------------------------------------------- actions

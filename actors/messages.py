@@ -67,6 +67,19 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class Park:
+    """Hand this session over (drain, or another node resumes it): let the in-flight actions
+    land (bounded), write the session's state through the node, close 1012, stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParkWritten:
+    """From the node: the parked state is in Redis (``ok``) or could not be written."""
+
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Logout:
     """The player logged out: end the session (close 1000)."""
 
@@ -124,10 +137,12 @@ class DeliverEvent:
 
 @dataclass(frozen=True, slots=True)
 class AttachSession:
-    """``session`` now plays this character (a newer session replaces an older one)."""
+    """``session`` now plays this character (a newer session replaces an older one);
+    ``moved``: a session handed over from another node (no login event)."""
 
     session: pykka.ActorRef
     session_id: str
+    moved: bool = False
 
 
 @dataclass(frozen=True, slots=True)

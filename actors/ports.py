@@ -58,6 +58,9 @@ class SessionHooks(Protocol):
     def resumed(self) -> None:
         """The session sent ``resumed`` (a resume succeeded)."""
 
+    def park(self, state: dict[str, Any], session: Any) -> None:
+        """Write the session's parked state off the actor; then tell ``session`` ParkWritten."""
+
 
 class ZoneLink(Protocol):
     """The zone's line to the other nodes of the cluster (``storage.relay.zone_relay`` implements it)."""

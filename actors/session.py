@@ -1,10 +1,9 @@
 """The SessionActor: one player's connection lifecycle (it survives reconnects).
 
 Status: connecting → active → reconnecting → active; active|reconnecting → terminating →
-removed. It checks sequence numbers (DESIGN rule 4), remembers recent answers so a resent
-action gets its original answer (one it does not remember is the character's to answer: it
-knows what is in flight and looks the rest up in the log), numbers the events it sends (``event_seq``) and keeps the recent
-ones for a delta replay after a reconnect.
+removed. It checks sequence numbers (DESIGN rule 4), remembers recent answers (one it forgot
+is the character's to answer), numbers the events it sends (``event_seq``) and keeps the recent
+ones for a delta replay after a reconnect. Moving to another node: :mod:`actors.session_moves`.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from actors.messages import (
     WorldSnapshotReady,
 )
 from actors.ports import Connection, FrameCodec, SessionHooks
+from actors.session_moves import SessionMoves
 from actors.timers import tell_later
 from actors.vocabulary import CloseCode, ErrorCode, KickReason, RejectCode
 from config.settings import Settings
@@ -60,8 +60,8 @@ class LingerOver:
     """Timer: a terminated session has lingered long enough; stop the actor."""
 
 
-class SessionActor(TilehallActor):
-    """A PlayerSession."""
+class SessionActor(SessionMoves, TilehallActor):
+    """A PlayerSession (``parked`` + ``adopt``: one moved here from another node)."""
 
     def __init__(
         self,
@@ -80,6 +80,8 @@ class SessionActor(TilehallActor):
         reconnect_expires_at: float,
         protocol_version: str,
         node_id: str,
+        parked: dict[str, Any] | None = None,
+        adopt: Resume | None = None,
     ) -> None:
         super().__init__()
         self.session_id = session_id
@@ -113,12 +115,14 @@ class SessionActor(TilehallActor):
         self.events: deque[tuple[int, str]] = deque(maxlen=settings.session.event_buffer_size)
         self.entity_id = session_id
         self.debug_status = CONNECTING
+        if parked is not None and adopt is not None:
+            self._restore(parked, adopt)
 
     # ---------------------------------------------------------------- start
 
     def on_StartSession(self, msg: StartSession) -> None:
         """Attach to the character (which enters the zone); welcome follows their replies."""
-        self.character.tell(AttachSession(self.actor_ref, self.session_id))
+        self.character.tell(AttachSession(self.actor_ref, self.session_id, moved=self._adopt is not None))
         self.storage.tell(
             AuditSession(self.session_id, self.user_id, self.character_id, self.protocol_version, self.node_id)
         )
@@ -126,7 +130,7 @@ class SessionActor(TilehallActor):
     def on_CharacterAttached(self, msg: CharacterAttached) -> None:
         """The character's profile and last accepted seq."""
         self._profile = msg.profile
-        self.last_action_seq = msg.last_action_seq
+        self.last_action_seq = max(self.last_action_seq, msg.last_action_seq)
         self._maybe_welcome()
 
     def on_WorldSnapshotReady(self, msg: WorldSnapshotReady) -> None:
@@ -141,6 +145,18 @@ class SessionActor(TilehallActor):
     def _maybe_welcome(self) -> None:
         if self._profile is None or self._world is None or self.status != CONNECTING:
             return
+        if self._adopt is not None:
+            self._answer_adopted_resume()
+        else:
+            self._welcome()
+        early, self._early_events = self._early_events, []
+        for body in early:
+            self._deliver(body)
+        actions, self._early_actions = self._early_actions, []
+        for action in actions:  # sent before the welcome: judged against its last_action_seq
+            self.on_receive(action)
+
+    def _welcome(self) -> None:
         self.hooks.welcomed()  # counted before the frame leaves: whoever sees it sees the count
         self._send(
             self.codec.server_frame_json(
@@ -157,12 +173,6 @@ class SessionActor(TilehallActor):
             )
         )
         self._set_status(ACTIVE)
-        early, self._early_events = self._early_events, []
-        for body in early:
-            self._deliver(body)
-        actions, self._early_actions = self._early_actions, []
-        for action in actions:  # sent before the welcome: judged against its last_action_seq
-            self.on_receive(action)
 
     # ---------------------------------------------------------------- actions
 
@@ -171,7 +181,7 @@ class SessionActor(TilehallActor):
         if self.status == CONNECTING:  # the character's last seq is not known yet
             self._early_actions.append(msg)
             return
-        if self.status == TERMINATING:  # replaced or ended: nothing more reaches the character
+        if self.status == TERMINATING or self._parking:  # ended or moving: nothing more reaches it
             return
         seq = msg.seq
         expected = self.last_action_seq + 1
@@ -196,7 +206,7 @@ class SessionActor(TilehallActor):
         if self.status == CONNECTING:
             self._early_actions.append(msg)
             return
-        if self.status == TERMINATING:
+        if self.status == TERMINATING or self._parking:
             return
         if msg.seq == self.last_action_seq + 1:
             self.last_action_seq = msg.seq
@@ -214,6 +224,7 @@ class SessionActor(TilehallActor):
             latency = time.perf_counter() - received_at
             self.hooks.action_answered(latency, msg.reject_code is None, msg.reject_code)
         self._send(msg.frame_json)
+        self._park_when_landed()
 
     def _resend_answer(self, seq: int) -> None:
         """A resent seq: its remembered answer again; nothing while it is pending here (its
@@ -247,7 +258,7 @@ class SessionActor(TilehallActor):
         self.event_seq += 1
         frame = self.codec.stamp_event(body, self.event_seq)
         self.events.append((self.event_seq, frame))
-        if not self._awaiting_snapshot:
+        if not self._awaiting_snapshot and not self._park_sent:  # parked: replayed on the next node
             self._send(frame)
 
     # ---------------------------------------------------------------- drops and resumes
@@ -257,6 +268,8 @@ class SessionActor(TilehallActor):
         if msg.connection is not self.connection or self.status == TERMINATING:
             return
         self.connection = None
+        if self._parking:  # on its way to another node: the client resumes there
+            return
         if self.status == CONNECTING:
             self._terminate("dropped_before_welcome")
             return
@@ -271,6 +284,8 @@ class SessionActor(TilehallActor):
 
     def on_Resume(self, msg: Resume) -> None:
         """A valid resume: replay missed events (delta) or send a fresh snapshot."""
+        if self._refuse_while_parking(msg):
+            return
         if self.status in (TERMINATING, CONNECTING):
             msg.connection.close(CloseCode.RECONNECT_INVALID, self.codec.server_frame_json(
                 "error", code=ErrorCode.RECONNECT_INVALID, message="this session can no longer be resumed"))
@@ -328,11 +343,11 @@ class SessionActor(TilehallActor):
 
     def on_Kick(self, msg: Kick) -> None:
         """End the session now (replaced, idle, token expired, shutdown, internal error)."""
-        if msg.kicked:
-            frame = self.codec.server_frame_json("kicked", reason=msg.reason)
-        else:
-            frame = self.codec.server_frame_json("error", code=msg.reason, message=msg.message or msg.reason)
-        self._close(msg.code, frame)
+        if self._moved_on(msg):  # parked: the lease taken is the adopting node's
+            return
+        kind, field = ("kicked", "reason") if msg.kicked else ("error", "code")
+        extra = {} if msg.kicked else {"message": msg.message or msg.reason}
+        self._close(msg.code, self.codec.server_frame_json(kind, **{field: msg.reason}, **extra))
         self._terminate(msg.reason)
 
     def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
@@ -359,16 +374,13 @@ class SessionActor(TilehallActor):
         """Stop the terminated session's actor."""
         self.stop()
 
-    def _detach(self, reason: str) -> None:
-        # The character may have crashed (that is why we are ending): its actor is gone.
+    def _detach(self, reason: str) -> None:  # the character may have crashed: it may be gone
         tell_if_alive(self.character, DetachSession(self.session_id, reason))
 
     def _close(self, code: int, frame: str) -> None:
         if self.connection is not None:
             self.connection.close(code, frame)
             self.connection = None
-
-    # ---------------------------------------------------------------- helpers
 
     def _send(self, frame: str) -> None:
         if self.connection is not None:

@@ -62,7 +62,7 @@ class KickReason(StrEnum):
     SESSION_REPLACED = "session_replaced"
     SHUTDOWN = "shutdown"
     LOGOUT = "logout"
-    NODE_DRAINING = "node_draining"
+    NODE_DRAINING = "node_draining"  # this server is restarting: resume at once (elsewhere)
 
 
 # The close that follows an error/kick with this code when it ends the session. bad_frame and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tornado.web
 
+from transport.http_admin import admin_routes
 from transport.http_faults import fault_routes
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
@@ -24,6 +25,7 @@ def make_app(node: NodePort) -> tornado.web.Application:
         (r"/readyz", ReadyHandler),
         (r"/ws", GameSocket, given),
         *ops_routes(given),
+        *admin_routes(given),
         *web_routes(node.settings.mode, given),
         *fault_routes(node.settings, given),
     ]

@@ -1,4 +1,4 @@
-"""The ``tilehall`` command: serve, token, db, retention, bench.
+"""The ``tilehall`` command: serve, drain, token, db, retention, bench.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad settings or usage (one line, no traceback).
 """
@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument("--dry-run", action="store_true", help="say what would be archived, change nothing")
     ret.set_defaults(func=cmd_retention)
 
+    drain = sub.add_parser("drain", help="move a node's players to the other nodes, then stop it")
+    drain.add_argument("--url", default="http://127.0.0.1:8888", help="the node (default: %(default)s)")
+    drain.add_argument("--admin-token", help="the node's admin token (default: the settings' admin_token)")
+    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the drain")
+    drain.set_defaults(func=cmd_drain)
+
     bench = sub.add_parser("bench", help="run the load benchmark (see bench/README.md)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
@@ -123,25 +129,52 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the server until SIGTERM or Ctrl-C, then shut down gracefully."""
+    """Run the server until SIGTERM (drain, then stop), Ctrl-C (stop) or ``POST /admin/drain``
+    (which drained already), then shut down gracefully."""
     from transport.node import Node
 
     async def run() -> None:
         node = Node(settings)
-        stop = asyncio.Event()
+        interrupted, terminated = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+        loop.add_signal_handler(signal.SIGTERM, terminated.set)
         try:
             await node.start()
             print(f"tilehall is running: open {node.url}", flush=True)
-            await stop.wait()
+            waits = [asyncio.ensure_future(e.wait()) for e in (interrupted, terminated, node.stop_requested)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if terminated.is_set():  # SIGTERM: move the players to another node first
+                log.info("SIGTERM: draining")
+                await node.drain()
             log.info("shutting down")
         finally:
             await node.stop()
 
     asyncio.run(run())
     return 0
+
+
+def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
+    """``POST <url>/admin/drain`` and print the node's answer; 1 when it refused or failed."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(args.url.rstrip("/") + "/admin/drain", data=b"", method="POST")
+    token = args.admin_token or settings.admin_token
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            print(response.read().decode("utf-8", "replace"), flush=True)
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"tilehall drain: {exc.code} {exc.read().decode('utf-8', 'replace')}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"tilehall drain: {args.url} not reachable: {exc}", file=sys.stderr)
+    return 1
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:

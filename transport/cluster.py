@@ -31,10 +31,11 @@ class Cluster:
 
     def __init__(
         self, settings: Settings, redis_client: Any, map_id: str, node_id: str, metrics: Metrics,
-        on_lease_taken: Callable[[str], None],
+        on_lease_taken: Callable[[str], None], on_park: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.on_lease_taken = on_lease_taken
+        self.on_park = on_park  # another node asks for one of our sessions (the directory's)
         self.zone: pykka.ActorRef | None = None
         self._zone_proxy: Any = None
         self.peers = 0  # other nodes the zone knew at its last answer
@@ -60,9 +61,14 @@ class Cluster:
 
     def _from_peer(self, message: dict[str, Any]) -> None:
         """A message from another node (the relay's reader thread): a lease it took from one of
-        our sessions is checked at once; everything else is the zone's."""
+        our sessions is checked at once, a request to park a session goes to the directory;
+        everything else is the zone's."""
         if message.get("t") == "lease_taken":
             self.on_lease_taken(str(message.get("user_id")))
+            return
+        if message.get("t") == "park":
+            if self.on_park is not None:
+                self.on_park(message)
             return
         if self.zone is not None:
             tell_if_alive(self.zone, FromPeer(message))  # dead: shutting down

@@ -38,6 +38,7 @@ from storage.embedded import EmbeddedServices, start_missing
 from storage.postgres import db, migrate, partitions, retention
 from storage.redis.client import open_redis, redis_ready
 from storage.redis.leases import LEASE_REFRESH_S, SessionLeases
+from storage.redis.parked_sessions import ParkedSessions
 from storage.redis.profile_cache import ProfileCache
 from storage.redis.reconnect_tokens import ReconnectTokens
 from transport.app import make_app
@@ -67,6 +68,8 @@ class Node:
         self.cluster: Cluster | None = None
         self.directory: SessionDirectory | None = None
         self.stopping = False
+        self.draining = False  # drain() began: unready, no new session, sessions move away
+        self.stop_requested = asyncio.Event()  # POST /admin/drain: the process should exit
         self.metrics = Metrics(self._session_statuses)
         self.verifier = TokenVerifier(settings)
         self.world = load_map(settings.game.map)
@@ -75,6 +78,7 @@ class Node:
         self.storage: pykka.ActorRef | None = None
         self.zone: pykka.ActorRef | None = None
         self.tokens: ReconnectTokens | None = None
+        self.parked: ParkedSessions | None = None
         self.leases: SessionLeases | None = None
         self.profiles: ProfileCache | None = None
         self.broken: list[str] = []  # shared parts that died: unready for good (IOLoop thread)
@@ -101,7 +105,8 @@ class Node:
         self.storage = StorageActor.start(self.pool, self.settings, _StorageObserver(self))
         g = self.settings.game
         self.cluster = Cluster(
-            self.settings, self.redis, self.world.map_id, self.node_id, self.metrics, self._lease_taken
+            self.settings, self.redis, self.world.map_id, self.node_id, self.metrics, self._lease_taken,
+            self._park_requested,
         )
         self.zone = ZoneActor.start(
             self.world, g.view_radius, g.item_respawn_s, CODEC, self.cluster.relay, self.settings.cluster.peer_timeout_s,
@@ -110,7 +115,7 @@ class Node:
         self.directory = SessionDirectory(
             settings=self.settings, node_id=self.node_id, world=self.world, metrics=self.metrics,
             loop=self.loop, pool=self.pool, tokens=self.tokens, leases=self.leases, storage=self.storage,
-            zone=self.zone, publish=self.cluster.publish,
+            zone=self.zone, publish=self.cluster.publish, parked=self.parked,
         )
         await self.cluster.start(self.zone)  # subscribes, then announces this node to the others
         app = make_app(self)
@@ -152,6 +157,9 @@ class Node:
             self.redis, self.settings.redis.key_prefix, self.settings.session.reconnect_token_ttl_s
         )
         self.leases = SessionLeases(self.redis, self.settings.redis.key_prefix)
+        self.parked = ParkedSessions(
+            self.redis, self.settings.redis.key_prefix, self.settings.session.reconnect_window_s
+        )
         rs = self.settings.redis
         self.profiles = ProfileCache(
             self.redis, rs.key_prefix, staleness_ms=rs.cache_staleness_ms, ttl_s=rs.cache_ttl_s,
@@ -163,6 +171,11 @@ class Node:
         """Another node took a lease of ``user_id`` (the relay's thread)."""
         if self.directory is not None:
             self.directory.lease_taken(user_id)
+
+    def _park_requested(self, message: dict[str, Any]) -> None:
+        """Another node asks us to park one of our sessions (the relay's thread)."""
+        if self.directory is not None:
+            self.directory.handover.park_requested(message)
 
     def _session_statuses(self) -> list[str]:
         return self.directory.session_statuses() if self.directory is not None else []
@@ -188,6 +201,8 @@ class Node:
     def readiness_problems(self) -> list[str]:
         """Reasons this node cannot serve players now (blocking; call from an executor)."""
         problems = []
+        if self.draining:
+            problems.append("draining")
         if self.stopping:
             problems.append("shutting down")
         problems.extend(self.broken)
@@ -291,6 +306,28 @@ class Node:
         return dropped
 
     # ---------------------------------------------------------------- shutdown
+
+    async def drain(self) -> int:
+        """Move every player away (IOLoop thread): unready at once (/readyz 503 "draining"), no
+        new hello or resume here (1012), commits flushed, every session parked in Redis and its
+        socket closed with ``kicked node_draining`` + 1012. The node keeps running (``stop()``
+        follows). Returns how many sessions were parked; a second call returns 0 at once."""
+        if self.draining or self.stopping:
+            return 0
+        self.draining = True
+        log.info("draining node %s: unready; parking %d sessions", self.node_id,
+                 len(self.directory.sessions) if self.directory else 0, extra={"node_id": self.node_id})
+        try:
+            if self.storage is not None and self.storage.is_alive():
+                await ask_async(self.storage, Flush(), timeout=10)
+        except Exception as exc:
+            log.warning("drain: storage flush cut short: %r", exc)
+        parked = 0
+        if self.directory is not None:
+            timeout = self.settings.storage.commit_timeout_s + 5.0
+            parked = await self.directory.handover.park_all(timeout)
+        log.info("node %s drained: %d sessions parked", self.node_id, parked, extra={"node_id": self.node_id})
+        return parked
 
     async def stop(self) -> None:
         """Graceful: stop accepting, flush storage (acks for what committed), close sockets

@@ -4,6 +4,7 @@ the node through Tornado's ``initialize(node=...)`` and never import :mod:`trans
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from config.settings import Settings
@@ -20,6 +21,8 @@ class NodePort(Protocol):
     metrics: Metrics
     verifier: TokenVerifier
     stopping: bool
+    draining: bool  # drain() began: no new session here
+    stop_requested: asyncio.Event  # the process should exit (after POST /admin/drain)
     directory: SessionDirectory | None
     broken: list[str]  # shared parts that died: no new session can start
 
@@ -31,6 +34,9 @@ class NodePort(Protocol):
 
     def read_profile(self, character_id: str) -> Any:
         """Read-through lookup of a public profile (blocking: call from an executor)."""
+
+    async def drain(self) -> int:
+        """Move every session to another node (park it, close 1012); how many were parked."""
 
     def readiness_problems(self) -> list[str]:
         """Reasons this node cannot serve players now (blocking: call from an executor)."""

@@ -4,7 +4,7 @@ directory forgetting a session that ended. Implements :class:`actors.ports.Sessi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from transport.metrics import Metrics
 
@@ -44,3 +44,8 @@ class SessionHooks:
         """The session sent ``resumed``: a resume succeeded (a session refusing it with 4004 or
         4029 never calls this)."""
         self.metrics.reconnect_success.inc()
+
+    def park(self, state: dict[str, Any], session: Any) -> None:
+        """The session hands itself over: the directory writes its state to Redis (off the
+        actor) and tells the session ``ParkWritten``."""
+        self.directory.park_written_later(state, session)

@@ -48,9 +48,11 @@ from storage.postgres.characters import (
     take_ownership,
 )
 from storage.redis.leases import Holder, SessionLeases
-from storage.redis.reconnect_tokens import ReconnectTokens
+from storage.redis.parked_sessions import ParkedSessions
+from storage.redis.reconnect_tokens import ReconnectTokens, TokenGrant
 from transport.auth import Identity
 from transport.codec import CODEC
+from transport.handover import Handover
 from transport.metrics import Metrics
 from transport.session_hooks import SessionHooks
 
@@ -73,7 +75,7 @@ class SessionDirectory:
     def __init__(
         self, *, settings: Settings, node_id: str, world: WorldMap, metrics: Metrics, loop: Any,
         pool: Any, tokens: ReconnectTokens, leases: SessionLeases, storage: pykka.ActorRef,
-        zone: pykka.ActorRef, publish: Any,
+        zone: pykka.ActorRef, publish: Any, parked: ParkedSessions,
     ) -> None:
         self.settings = settings
         self.node_id = node_id
@@ -90,6 +92,7 @@ class SessionDirectory:
         self.session_of_user: dict[str, str] = {}  # user_id → session_id
         self.characters: dict[str, pykka.ActorRef] = {}  # character_id → ref
         self._logins: dict[str, _LoginLock] = {}  # user_id → its login lock while in use
+        self.handover = Handover(self, parked)  # sessions moving between nodes
 
     # ---------------------------------------------------------------- login and resume
 
@@ -127,15 +130,30 @@ class SessionDirectory:
             None, self._prepare_session, identity, character_id, session_id
         )
         cid = found.character_id
-        old_id = self.session_of_user.get(identity.user_id)
+        old_id = await self.replace_older(identity.user_id)
+        # A session of this user on another node is told by the "lease_taken" message that
+        # _prepare_session published; if that is lost, at its node's next lease refresh.
+        character = await self.character_for(identity.user_id, cid, session_id, old_id)
+        return self.start_session(
+            session_id=session_id, user_id=identity.user_id, character_id=cid, character=character,
+            connection=connection, reconnect_token=token, reconnect_expires_at=expires_at,
+            protocol_version=protocol_version,
+        )
+
+    async def replace_older(self, user_id: str) -> str | None:
+        """Kick ``user_id``'s session on this node, if any (``session_replaced``); its id."""
+        old_id = self.session_of_user.get(user_id)
         old = self.sessions.get(old_id or "")
         if old is not None:
             # Wait (bounded, without blocking the IOLoop) until the old session handled the
             # kick: every action it received before has then been handed to the character,
             # so the new session's welcome counts them in last_action_seq.
             await ask_quietly(old, _replaced(), timeout=2.0)
-        # A session of this user on another node is told by the "lease_taken" message that
-        # _prepare_session published; if that is lost, at its node's next lease refresh.
+        return old_id
+
+    async def character_for(self, user_id: str, cid: str, session_id: str, old_id: str | None) -> pykka.ActorRef:
+        """The character actor the new session plays: the live one (claimed), else a new one
+        started from :func:`take_ownership` (the epoch fences every older owner's writes)."""
         character = self.characters.get(cid)
         if character is not None and not await _claim(character):
             character = None  # it stopped since (or is stopping): its last commits have landed
@@ -149,42 +167,47 @@ class SessionDirectory:
                 record, self.world, self.settings, self.storage, self.zone, CODEC, self.character_stopped
             )
             self.characters[cid] = character
+            epoch = getattr(record, "owner_epoch", None)
             log.info(
                 "character ownership taken: user %s, character %s, session %s (replacing %s),"
-                " node %s, epoch %s", identity.user_id, cid, session_id, old_id, self.node_id,
-                getattr(record, "owner_epoch", None),
-                extra={"user_id": identity.user_id, "character_id": cid, "session_id": session_id,
-                       "old_session_id": old_id, "node_id": self.node_id,
-                       "owner_epoch": getattr(record, "owner_epoch", None)},
+                " node %s, epoch %s", user_id, cid, session_id, old_id, self.node_id, epoch,
+                extra={"user_id": user_id, "character_id": cid, "session_id": session_id,
+                       "old_session_id": old_id, "node_id": self.node_id, "owner_epoch": epoch},
             )
         elif old_id is not None:
             log.info(
                 "session replaced: user %s, character %s, session %s replaces %s on node %s"
-                " (the live character actor keeps its ownership)",
-                identity.user_id, cid, session_id, old_id, self.node_id,
-                extra={"user_id": identity.user_id, "character_id": cid, "session_id": session_id,
-                       "old_session_id": old_id, "node_id": self.node_id},
+                " (the live character actor keeps its ownership)", user_id, cid, session_id, old_id,
+                self.node_id, extra={"user_id": user_id, "character_id": cid, "session_id": session_id,
+                                     "old_session_id": old_id, "node_id": self.node_id},
             )
+        return character
+
+    def start_session(self, **fields: Any) -> pykka.ActorRef:
+        """Start and register a SessionActor (``fields``: its keyword arguments beyond the
+        node's own), then tell it to begin (IOLoop thread)."""
         session = SessionActor.start(
-            session_id=session_id,
-            user_id=identity.user_id,
-            character_id=cid,
-            character=character,
-            zone=self.zone,
-            storage=self.storage,
-            connection=connection,
-            codec=CODEC,
-            hooks=SessionHooks(self, self.metrics),
-            settings=self.settings,
-            reconnect_token=token,
-            reconnect_expires_at=expires_at,
-            protocol_version=protocol_version,
-            node_id=self.node_id,
+            zone=self.zone, storage=self.storage, codec=CODEC, hooks=SessionHooks(self, self.metrics),
+            settings=self.settings, node_id=self.node_id, **fields,
         )
-        self.sessions[session_id] = session
-        self.session_of_user[identity.user_id] = session_id
+        self.sessions[fields["session_id"]] = session
+        self.session_of_user[fields["user_id"]] = fields["session_id"]
         session.tell(StartSession())
         return session
+
+    def login_turn(self, user_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The login lock of ``user_id`` (IOLoop thread), for a session adopted from elsewhere."""
+        return self._login_turn(user_id)
+
+    def take_lease(self, user_id: str, session_id: str) -> None:
+        """Blocking: take ``user_id``'s lease for ``session_id`` and tell the node it came from."""
+        try:
+            previous = self.leases.acquire(user_id, Holder(self.node_id, session_id))
+            if previous is not None and previous.node_id != self.node_id and self.publish is not None:
+                # Tell that node now rather than at its next lease refresh (that stays the fallback).
+                self.publish({"t": "lease_taken", "user_id": user_id})
+        except redis.RedisError as exc:
+            log.warning("session lease not taken (redis: %s)", exc, extra={"user_id": user_id})
 
     def _prepare_session(self, identity: Identity, character_id: str | None, session_id: str) -> tuple:
         """Blocking: the character row (PostgreSQL, required), then the reconnect token and the
@@ -196,18 +219,14 @@ class SessionDirectory:
                 self.settings.game.max_health,
             )
         try:
-            token, expires_at = self.tokens.issue(session_id, identity.user_id, record.last_action_seq)
+            token, expires_at = self.tokens.issue(
+                session_id, identity.user_id, record.last_action_seq, record.character_id, self.node_id
+            )
         except redis.RedisError as exc:
             log.warning("no reconnect token (redis: %s); the session cannot be resumed", exc,
                         extra={"user_id": identity.user_id})
             token, expires_at = "", time.time()
-        try:
-            previous = self.leases.acquire(identity.user_id, Holder(self.node_id, session_id))
-            if previous is not None and previous.node_id != self.node_id and self.publish is not None:
-                # Tell that node now rather than at its next lease refresh (that stays the fallback).
-                self.publish({"t": "lease_taken", "user_id": identity.user_id})
-        except redis.RedisError as exc:
-            log.warning("session lease not taken (redis: %s)", exc, extra={"user_id": identity.user_id})
+        self.take_lease(identity.user_id, session_id)
         return record, token, expires_at
 
     def _reload(self, character_id: str) -> Any:
@@ -224,19 +243,26 @@ class SessionDirectory:
     async def resume_session(
         self, identity: Identity, reconnect_token: str, connection: Any, last_event_seq: int
     ) -> pykka.ActorRef | None:
-        """The session a valid reconnect token resumes (None: invalid, used, expired, not yours)."""
-        grant = await self.loop.run_in_executor(None, self.tokens.consume, reconnect_token)
-        if grant is None or grant.user_id != identity.user_id:
-            return None
+        """The session a valid reconnect token resumes, wherever it was (None: invalid, used,
+        expired, not yours, or ended): see :meth:`transport.handover.Handover.resume`."""
+        return await self.handover.resume(identity, reconnect_token, connection, last_event_seq)
+
+    async def resume_here(self, grant: TokenGrant, connection: Any, last_event_seq: int) -> pykka.ActorRef | None:
+        """Resume a session of this node (its token already consumed): a new token, then Resume."""
         session = self.sessions.get(grant.session_id)
-        if session is None:  # ended, or a session of another node (resume is per node)
+        if session is None:
             return None
         token, expires_at = await self.loop.run_in_executor(
-            None, self.tokens.issue, grant.session_id, identity.user_id, grant.last_sequence_number
+            None, self.tokens.issue, grant.session_id, grant.user_id, grant.last_sequence_number,
+            grant.character_id, self.node_id,
         )
         if not tell_if_alive(session, Resume(connection, last_event_seq, token, expires_at)):
             return None  # it ended while we were talking to Redis
         return session
+
+    def park_written_later(self, state: dict[str, Any], session: pykka.ActorRef) -> None:
+        """A session hands itself over (its thread): the handover writes its state off the IOLoop."""
+        self.loop.add_callback(self.handover.write_parked, state, session)
 
     # ---------------------------------------------------------------- actors leaving (any thread)
 
@@ -251,6 +277,7 @@ class SessionDirectory:
         """From a session actor's thread: forget it and release its lease (on the IOLoop)."""
         def forget() -> None:
             self.sessions.pop(session_id, None)
+            self.handover.parking.discard(session_id)
             if self.session_of_user.get(user_id) == session_id:
                 del self.session_of_user[user_id]
             self.loop.run_in_executor(None, self._release_lease, user_id, session_id)

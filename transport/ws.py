@@ -29,12 +29,13 @@ from actors.messages import (
     Logout,
     MalformedAction,
 )
-from actors.vocabulary import CloseCode, ErrorCode
+from actors.vocabulary import CloseCode, ErrorCode, KickReason
 from config.version import SERVER_VERSION
 from storage.postgres.characters import CharacterNotOwned
 from transport.auth import AuthError
 from transport.client_frames import FrameError, parse_client_frame
 from transport.codec import pong_json
+from transport.handover import SessionMoving
 from transport.ports import NodePort
 from transport.server_frames import server_frame_json
 from transport.ws_limits import CappedProtocol
@@ -214,6 +215,9 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             return
         try:
             session = await self.node.directory.resume_session(identity, frame.reconnect_token, self.conn, frame.last_event_seq)
+        except SessionMoving:  # parked this very moment: the client resumes again and finds it
+            self.close_with(CloseCode.SERVICE_RESTART, server_frame_json("kicked", reason=KickReason.NODE_DRAINING))
+            return
         except Exception as exc:
             log.warning("resume failed: %s", exc, extra={"user_id": identity.user_id})
             self.fail(CloseCode.INTERNAL, ErrorCode.UNAVAILABLE, "reconnecting is unavailable right now; log in again")
@@ -225,6 +229,9 @@ class GameSocket(tornado.websocket.WebSocketHandler):
         self._attach(session, identity)  # success is counted when the session sends resumed
 
     async def _authenticate(self, frame: Any) -> Any:
+        if self.node.draining:  # the balancer sends the client to another node on its retry
+            self.close_with(CloseCode.SERVICE_RESTART, server_frame_json("kicked", reason=KickReason.NODE_DRAINING))
+            return None
         if self.node.broken:
             self.fail(CloseCode.INTERNAL, ErrorCode.INTERNAL,
                       "this server lost an internal component; try again (another server may take you)")
