@@ -431,7 +431,8 @@ class CutAfterCommit:
     client lost its connection."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
+        # The embedded PostgreSQL listens on a Unix socket (its host is a directory).
+        self.upstream: Any = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -445,7 +446,11 @@ class CutAfterCommit:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
+            if isinstance(self.upstream, str):
+                server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                server.connect(self.upstream)
+            else:
+                server = socket.create_connection(self.upstream)
             state = {"cut": False}
             threading.Thread(target=self._pump, args=(client, server, state, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, state, False), daemon=True).start()
