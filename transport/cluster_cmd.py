@@ -69,8 +69,8 @@ def render_haproxy_config(
         bind_host=bind_host, port=port, stats_port=stats_port, servers=lines)
 
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    """GET ``url``: its HTTP status, 0 when nothing answers."""
+def http_status(url: str | urllib.request.Request, timeout: float = 1.0) -> int:
+    """GET ``url`` (or send the request): its HTTP status, 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status

@@ -21,6 +21,7 @@ import psycopg
 
 from bench.loadgen import ROOT, ServerProcess, _free_port, _with_dbname
 from storage.postgres import admin
+from transport.cluster_cmd import http_status
 
 MAP = "arena"
 NEMESIS_APP = "tilehall-nemesis"  # application_name of our own connections
@@ -115,23 +116,11 @@ class Node:
         """POST JSON (blocking); the HTTP status, 0 when unreachable."""
         req = urllib.request.Request(self.http_url + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return http_status(req, timeout)
 
     def readyz(self, timeout: float = 2.0) -> int:
         """GET /readyz (blocking); the status, 0 when unreachable."""
-        try:
-            with urllib.request.urlopen(self.http_url + "/readyz", timeout=timeout) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return http_status(self.http_url + "/readyz", timeout)
 
 
 class Cluster:
