@@ -40,7 +40,7 @@ from actors.messages import (
     WorldSnapshotReady,
 )
 from actors.ports import Connection, FrameCodec, SessionHooks
-from actors.session_moves import SessionMoves
+from actors.session_moves import SessionMoves, replayable
 from actors.timers import tell_later
 from actors.vocabulary import CloseCode, ErrorCode, KickReason, RejectCode
 from config.settings import Settings
@@ -307,10 +307,8 @@ class SessionActor(SessionMoves, TilehallActor):
         self.connection = msg.connection
         self.reconnect_token, self.reconnect_expires_at = msg.reconnect_token, msg.reconnect_expires_at
         self._set_status(ACTIVE)
-        last = msg.last_event_seq
-        oldest = self.events[0][0] if self.events else self.event_seq + 1
-        if last <= self.event_seq and (last == self.event_seq or oldest <= last + 1):
-            missed = [frame for seq, frame in self.events if seq > last]
+        missed = replayable(self.events, self.event_seq, msg.last_event_seq)
+        if missed is not None:
             self._send_resumed("delta", len(missed), None)
             for frame in missed:
                 self._send(frame)

@@ -15,6 +15,7 @@ resume that brought it here like :meth:`SessionActor.on_Resume` does (delta or s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,3 +129,14 @@ class SessionMoves:
         self.connection = None  # the resume's socket becomes the session's in on_Resume
         self._set_status("reconnecting")
         self.on_Resume(resume)
+
+
+def replayable(events: Iterable[tuple[int, str]], event_seq: int, last_event_seq: int) -> list[str] | None:
+    """The event frames a client that saw up to ``last_event_seq`` missed, when the buffer
+    ``events`` ((event_seq, frame), oldest first) still reaches back that far (a delta); None
+    when it does not (the resume needs a snapshot)."""
+    events = list(events)
+    oldest = events[0][0] if events else event_seq + 1
+    if last_event_seq <= event_seq and (last_event_seq == event_seq or oldest <= last_event_seq + 1):
+        return [frame for seq, frame in events if seq > last_event_seq]
+    return None

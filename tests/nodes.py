@@ -4,7 +4,10 @@ IOLoop thread, as in production. The fixtures in conftest.py build on these."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,12 @@ class LiveServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+def readyz(server: Any) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of the server's GET /readyz."""
+    try:
+        with urllib.request.urlopen(server.url + "/readyz", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -11,14 +11,22 @@ import asyncio
 import contextlib
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from test_sessions import closed_with, hello_frame, new_user, refused, resume_frame, run, token
+from nodes import readyz
+from test_sessions import (
+    closed_with,
+    hello_frame,
+    metric,
+    new_user,
+    refused,
+    resume_frame,
+    run,
+    token,
+)
 from tornado.websocket import WebSocketClosedError
 from waiting import async_wait_until
 from wsclient import FrameTimeout, WSClient, is_type, login
@@ -28,14 +36,6 @@ from transport.node import _StorageObserver
 
 # ------------------------------------------------------------------ helpers
 
-
-def readyz(server: Any) -> tuple[int, dict[str, Any]]:
-    """(status, JSON body) of GET /readyz."""
-    try:
-        with urllib.request.urlopen(server.url + "/readyz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 async def wait_unready(server: Any, naming: str, timeout: float = 10.0) -> list[str]:
@@ -49,10 +49,6 @@ async def wait_unready(server: Any, naming: str, timeout: float = 10.0) -> list[
             raise AssertionError(f"/readyz never named {naming!r}: {status} {body}")
         await asyncio.sleep(0.05)
 
-
-def metric(server: Any, name: str) -> float:
-    """A sample of the server's registry (0 when absent)."""
-    return server.node.metrics.registry.get_sample_value(name) or 0.0
 
 
 # ------------------------------------------------------------------ one session per user

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 import redis
-from nodes import LiveServer
+from nodes import LiveServer, readyz
 from test_cluster import QUIET, zone_detail
 from test_sessions import (
     FAST_GAME,
@@ -93,14 +93,6 @@ def last_event_seq(c: WSClient) -> int:
     """The highest event_seq ``c`` has seen (welcome/resumed included)."""
     return max([int(f["event_seq"]) for f in c.history if f.get("event_seq") is not None] or [0])
 
-
-def readyz(server: LiveServer) -> tuple[int, dict[str, Any]]:
-    """(status, body) of GET /readyz."""
-    try:
-        with urllib.request.urlopen(server.url + "/readyz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 async def away(server: LiveServer, c: WSClient) -> None:

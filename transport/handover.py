@@ -35,6 +35,7 @@ import redis
 
 from actors.base import tell_if_alive
 from actors.messages import Park, ParkWritten, Resume
+from actors.session_moves import replayable
 from config.version import SERVER_VERSION
 from storage.redis.parked_sessions import ParkedSessions
 from storage.redis.reconnect_tokens import TokenGrant
@@ -140,11 +141,10 @@ class Handover:
                 connection=connection, reconnect_token=token, reconnect_expires_at=expires_at,
                 protocol_version=state.get("protocol_version") or SERVER_VERSION, parked=state, adopt=resume,
             )
-        events = [int(seq) for seq, _ in state.get("events", ())]
-        event_seq = int(state.get("event_seq", 0))
-        delta = last_event_seq == event_seq or (last_event_seq < event_seq and bool(events)
-                                                  and events[0] <= last_event_seq + 1)
-        replayed = sum(1 for seq in events if seq > last_event_seq) if delta else 0
+        # The session answers the resume by the same rule (actors.session_moves.replayable).
+        missed = replayable(((int(seq), frame) for seq, frame in state.get("events", ())),
+                            int(state.get("event_seq", 0)), last_event_seq)
+        delta, replayed = missed is not None, len(missed or ())
         log.info(
             "session handover: session %s of user %s from node %s to node %s (%s), %s, %d events replayed",
             sid, user_id, grant.node_id, d.node_id, how, "delta" if delta else "snapshot", replayed,
