@@ -68,6 +68,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=4, help="closed loop: unacked actions per player (default 4)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="open loop: actions per second per player (0: closed loop, the default)")
+    p.add_argument("--rate-of-saturation", type=float, default=0.0, metavar="F",
+                   help="open loop at F x the closed-loop saturation (W=--window, no idle players) "
+                        "measured on a fresh server just before, in the same run (e.g. 0.5)")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (default 20)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     p.add_argument("--idle", type=int, default=0, help="extra idle players that only heartbeat")
@@ -87,6 +90,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--server-args", default="-m transport.cli serve",
                    help="what follows the python executable to start the server (experiments, "
                    "profilers); default: %(default)s")
+    p.add_argument("--server-root", type=Path, default=ROOT,
+                   help="run the server from this checkout (bench.ab: another revision); default this one")
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.close(keep_logs=not report["ok"])
     print(format_summary(report))
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        Path(args.output).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         print(f"report written to {args.output}")
     return 0 if report["ok"] else 1
 
@@ -164,7 +169,7 @@ class Bench:
         for i in range(args.runs):
             _say(f"=== run {i + 1}/{args.runs}: {_describe_load(args)}, runtime {args.runtime}")
             try:
-                runs.append(asyncio.run(self.one_run(i)))
+                runs.append(self.run_once(i))
             except Exception as exc:
                 ok = False
                 _say(f"run {i + 1} failed: {exc!r}")
@@ -178,6 +183,28 @@ class Bench:
             "runs": runs,
             "median": _medians(good),
         }
+
+    def run_once(self, index: int) -> dict[str, Any]:
+        """One run; with ``--rate-of-saturation`` a closed-loop probe first sets its rate."""
+        base = self.args
+        if not base.rate_of_saturation:
+            return asyncio.run(self.one_run(index))
+        try:
+            self.args = argparse.Namespace(**{**vars(base), "rate": 0.0, "idle": 0, "bounds": "none"})
+            _say(f"    saturation probe: closed loop W={base.window}, {base.players} players")
+            probe = asyncio.run(self.one_run(index))
+            rate = base.rate_of_saturation * probe["acked_per_s"] / base.players
+            _say(f"    open loop at {base.rate_of_saturation:g} x {probe['acked_per_s']:,.0f}/s:"
+                 f" {rate:.2f} actions/s per player")
+            self.args = argparse.Namespace(**{**vars(base), "rate": rate})
+            result = asyncio.run(self.one_run(index))
+        finally:
+            self.args = base
+        result["saturation"] = {
+            "fraction": base.rate_of_saturation, "rate_per_player": round(rate, 3),
+            **{k: probe[k] for k in ("acked_per_s", "p50_ms", "p99_ms", "server_cpu_mean", "cpu_s_per_1000")},
+        }
+        return result
 
     def machine(self) -> dict[str, Any]:
         """nproc, CPU model, memory, PostgreSQL version and durability settings."""
@@ -206,7 +233,7 @@ class Bench:
             "postgresql": pg,
             "kernel": platform.release(),
             "loadavg": [round(v, 2) for v in os.getloadavg()],
-            "git": _git_revision(),
+            "git": _git_revision(self.args.server_root),
         }
 
     # ---------------------------------------------------------------- one run
@@ -219,7 +246,7 @@ class Bench:
         prefix = f"tilehall-bench:{uuid.uuid4().hex[:8]}:"
         servers = [
             ServerProcess(self.server_env(prefix), self.tmp / f"server-{index + 1}-{n + 1}.log",
-                          shlex.split(args.server_args))
+                          shlex.split(args.server_args), cwd=args.server_root)
             for n in range(args.nodes)
         ]
         result: dict[str, Any] = {"run": index + 1, "nodes": args.nodes}
@@ -244,6 +271,7 @@ class Bench:
             result["insert"] = await asyncio.to_thread(self.insert_bound, active, batch)
             result["insert_max_batch"] = await asyncio.to_thread(
                 self.insert_bound, active, self.settings.storage.max_batch)
+        result["cpu_s_per_1000"] = cpu_s_per_1000(result)
         result["ratios"] = _ratios(result)
         _say(_run_line(result))
         return result
@@ -272,7 +300,7 @@ class Bench:
         })
         if args.pool_workers:
             env["TILEHALL_RUNTIME__POOL_WORKERS"] = str(args.pool_workers)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(args.server_root) + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
     def tokens(self, characters: list[tuple[str, str]]) -> list[str]:
@@ -399,7 +427,7 @@ class Bench:
                 proc.kill()
         keep = ("acked_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_mean", "client_cpu_mean",
                 "machine_cpu_mean")
-        return {k: load[k] for k in keep}
+        return {**{k: load[k] for k in keep}, "cpu_s_per_1000": cpu_s_per_1000(load)}
 
 
 # ==================================================================== the server process
@@ -408,8 +436,9 @@ class Bench:
 class ServerProcess:
     """``python -m transport.cli serve`` in its own process, output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, argv: list[str]) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, argv: list[str], cwd: Path = ROOT) -> None:
         self.env = env
+        self.cwd = cwd
         self.argv = argv
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -424,7 +453,7 @@ class ServerProcess:
         """Start and wait for 'tilehall is running'; returns the port."""
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *self.argv], cwd=ROOT, env=self.env,
+            [sys.executable, *self.argv], cwd=self.cwd, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -676,10 +705,23 @@ def place_players(active: int, idle: int, seed: int = 0) -> list[tuple[int, int]
 # ==================================================================== report
 
 
+def cpu_s_per_1000(load: dict[str, Any]) -> float | None:
+    """Server CPU-seconds per 1,000 acked actions (or echoed frames): the work per action,
+    the figure least moved by a noisy neighbour."""
+    cpu, rate = load.get("server_cpu_mean"), load.get("acked_per_s")
+    if not cpu or not rate or cpu != cpu:
+        return None
+    return round(cpu / 100.0 / rate * 1000.0, 4)
+
+
 def _ratios(r: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if r.get("echo", {}).get("acked_per_s"):
         out["vs_echo"] = round(r["acked_per_s"] / r["echo"]["acked_per_s"], 3)
+        path, echo = cpu_s_per_1000(r), cpu_s_per_1000(r["echo"])
+        if path and echo:
+            # Path cost: CPU per acked action over the echo server's CPU per echoed frame.
+            out["path_cost"] = round(path / echo, 2)
     if r.get("insert", {}).get("rows_per_s"):
         out["vs_insert"] = round(r["acked_per_s"] / r["insert"]["rows_per_s"], 3)
     if r.get("insert_max_batch", {}).get("rows_per_s"):
@@ -694,6 +736,8 @@ _MEDIAN_KEYS = [
     ("server_cpu_mean",), ("client_cpu_mean",), ("machine_cpu_mean",), ("login_s",),
     ("echo", "acked_per_s"), ("echo", "p50_ms"), ("echo", "p99_ms"),
     ("insert", "batch"), ("insert", "rows_per_s"), ("insert_max_batch", "rows_per_s"),
+    ("cpu_s_per_1000",), ("echo", "cpu_s_per_1000"), ("ratios", "path_cost"),
+    ("saturation", "acked_per_s"), ("saturation", "rate_per_player"), ("saturation", "p99_ms"),
     ("ratios", "vs_echo"), ("ratios", "vs_insert"), ("ratios", "vs_insert_max_batch"),
 ]
 
@@ -740,9 +784,16 @@ def format_summary(report: dict[str, Any]) -> str:
             f" client CPU {m.get('client_cpu_mean', float('nan')):.0f}%; whole machine"
             f" {m.get('machine_cpu_mean', float('nan')):.0f}% of {mach['nproc']} cpus",
         ]
+        if "saturation.acked_per_s" in m:
+            lines.append(f"  closed-loop saturation {m['saturation.acked_per_s']:,.0f}/s (p99 "
+                         f"{m.get('saturation.p99_ms', 0):.1f} ms) → open loop at "
+                         f"{m.get('saturation.rate_per_player', 0):.2f}/s per player")
         if "echo.acked_per_s" in m:
             lines.append(f"  bare echo {m['echo.acked_per_s']:,.0f} frames/s (p99 {m.get('echo.p99_ms', 0):.1f} ms)"
                          f" → ratio {m.get('ratios.vs_echo', float('nan')):.1%}")
+            lines.append(f"  server CPU-s per 1,000 acked {m.get('cpu_s_per_1000', float('nan')):.3f}, echo per"
+                         f" 1,000 frames {m.get('echo.cpu_s_per_1000', float('nan')):.3f}"
+                         f" → path cost {m.get('ratios.path_cost', float('nan')):.2f}×")
         if "insert.rows_per_s" in m:
             lines.append(f"  bare COPY {m['insert.rows_per_s']:,.0f} rows/s at batch {m.get('insert.batch', 0):.0f}"
                          f" → ratio {m.get('ratios.vs_insert', float('nan')):.1%};  at max batch "
@@ -765,7 +816,8 @@ def _run_line(r: dict[str, Any]) -> str:
     if "insert" in r:
         line += f"; COPY {r['insert']['rows_per_s']:,.0f} rows/s"
     if r.get("ratios"):
-        line += "; ratios " + ", ".join(f"{k} {v:.1%}" for k, v in r["ratios"].items())
+        line += "; ratios " + ", ".join(
+            f"{k} {v:.2f}×" if k == "path_cost" else f"{k} {v:.1%}" for k, v in r["ratios"].items())
     return line
 
 
@@ -774,16 +826,18 @@ def _run_line(r: dict[str, Any]) -> str:
 
 def _describe_load(args: argparse.Namespace) -> str:
     loop = f"open loop {args.rate:g}/s each" if args.rate > 0 else f"closed loop W={args.window}"
+    if args.rate_of_saturation:
+        loop = f"open loop at {args.rate_of_saturation:g} x closed-loop (W={args.window}) saturation"
     idle = f" + {args.idle} idle" if args.idle else ""
     return f"{args.players} players, {loop}{idle}, {args.duration:g} s"
 
 
-def _git_revision() -> str:
+def _git_revision(root: Path = ROOT) -> str:
     """The commit the server code came from (``+dirty`` when the tree has changes)."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return rev + ("+dirty" if dirty else "") if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
