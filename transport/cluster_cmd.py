@@ -193,10 +193,14 @@ class HAProxyProcess:
                 self.proc.wait(10)
 
 
-def node_env(database_url: str, redis_url: str, var_dir: Path) -> dict[str, str]:
-    """The environment of a node: this one's, with the shared URLs and its own var directory."""
-    return {**os.environ, "TILEHALL_DATABASE_URL": database_url, "TILEHALL_REDIS_URL": redis_url,
-            "TILEHALL_VAR_DIR": str(var_dir)}
+def node_env(database_url: str, redis_url: str, var_dir: Path, dev_secret: str | None = None) -> dict[str, str]:
+    """The environment of a node: this one's, with the shared URLs, its own var directory and
+    the install's dev secret (so a ``tilehall token`` works on every node)."""
+    env = {**os.environ, "TILEHALL_DATABASE_URL": database_url, "TILEHALL_REDIS_URL": redis_url,
+           "TILEHALL_VAR_DIR": str(var_dir)}
+    if dev_secret is not None:
+        env["TILEHALL_AUTH__DEV_SECRET"] = dev_secret
+    return env
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -235,7 +239,7 @@ def cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
         if applied:
             print("applied: " + ", ".join(applied), flush=True)
         for i in range(1, args.nodes + 1):
-            env = node_env(services.database_url, services.redis_url, workdir / f"node{i}")
+            env = node_env(services.database_url, services.redis_url, workdir / f"node{i}", settings.auth.dev_secret)
             nodes.append(NodeProcess(f"node{i}", free_port(), env, workdir / f"node{i}.log", args.config))
         for node in nodes:
             node.start()
