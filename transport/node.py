@@ -312,11 +312,7 @@ class Node:
         log.info("draining node %s: unready; parking %d sessions", self.node_id,
                  len(self.directory.sessions) if self.directory else 0, extra={"node_id": self.node_id})
         grace = self.settings.server.shutdown_grace_s  # each step waits at most this long
-        try:
-            if self.storage is not None and self.storage.is_alive():
-                await ask_async(self.storage, Flush(), timeout=grace)
-        except Exception as exc:
-            log.warning("drain: storage flush cut short: %r", exc)
+        await self._settle(grace)
         parked = 0
         if self.directory is not None:
             parked = await self.directory.handover.park_all(grace)
@@ -325,8 +321,8 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful: stop accepting, flush storage (acks for what committed), close sockets
-        with 1001, stop every actor, then release storage and embedded servers. The waits for
-        storage, acks and connections take at most ``server.shutdown_grace_s`` together."""
+        with 1001, stop every actor, then release storage and embedded servers. The wait for
+        storage and acks takes at most ``server.shutdown_grace_s``."""
         self.stopping = True
         if self.cluster is not None:
             self.cluster.stop()  # the other nodes drop our characters at once
@@ -335,20 +331,12 @@ class Node:
                 timer.stop()
         if self.http_server:
             self.http_server.stop()
-        deadline = time.monotonic() + self.settings.server.shutdown_grace_s  # the whole wait
-
-        def left() -> float:
-            return max(0.0, deadline - time.monotonic())
         try:
-            # Not alive: another node of this process (tests) already stopped every actor.
-            if self.storage is not None and self.storage.is_alive():
-                await ask_async(self.storage, Flush(), timeout=left())
-                if self.directory is not None:
-                    await self.directory.acks_delivered(timeout=left())
+            await self._settle(self.settings.server.shutdown_grace_s)
             for sock in list(self.sockets):
                 sock.fail(CloseCode.GOING_AWAY, KickReason.SHUTDOWN, "the server is shutting down; reconnect shortly")
             if self.http_server:
-                await asyncio.wait_for(self.http_server.close_all_connections(), timeout=max(left(), 0.5))
+                await asyncio.wait_for(self.http_server.close_all_connections(), timeout=5)
         except (TimeoutError, Exception) as exc:
             log.warning("graceful shutdown cut short: %r", exc)
         finally:
@@ -357,6 +345,18 @@ class Node:
             self.verifier.close()
             await self.loop.run_in_executor(None, self._stop_storage)
         log.info("tilehall stopped")
+
+    async def _settle(self, grace_s: float) -> None:
+        """Wait at most ``grace_s`` for storage to commit what it holds and those acks to go out."""
+        deadline = time.monotonic() + grace_s
+        try:
+            # Not alive: another node of this process (tests) already stopped every actor.
+            if self.storage is not None and self.storage.is_alive():
+                await ask_async(self.storage, Flush(), timeout=grace_s)
+                if self.directory is not None:
+                    await self.directory.acks_delivered(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            log.warning("shutdown: storage not settled within server.shutdown_grace_s (%g s): %r", grace_s, exc)
 
     def _stop_storage(self) -> None:
         if self.cluster is not None:
