@@ -226,7 +226,7 @@ def test_client_address_behind_trusted_proxies() -> None:
 
     def addr(peer: str, trusted: list[str], **headers: str) -> str:
         req = HTTPServerRequest(start_line=RequestStartLine("GET", "/", "HTTP/1.1"), headers=HTTPHeaders(
-            {k.replace("_", "-"): v for k, v in headers.items()}))
+            {"Host": "t", **{k.replace("_", "-"): v for k, v in headers.items()}}))
         req.remote_ip = peer
         return client_address(req, trusted_networks(trusted))
 
