@@ -117,6 +117,8 @@ def test_cluster_nodes_get_the_install_secret(tmp_path: Path) -> None:
     secret = Settings(mode="dev", var_dir=tmp_path).auth.dev_secret
     env = node_env("postgresql://u@h/db", "redis://h:6379/0", tmp_path / "cluster" / "node1", secret)
     assert env["TILEHALL_AUTH__DEV_SECRET"] == secret
+    assert Settings(mode="dev", var_dir=tmp_path, server={"trusted_proxies": json.loads(
+        env["TILEHALL_SERVER__TRUSTED_PROXIES"])}).server.trusted_proxies == ["127.0.0.1", "::1"]
 
 
 # ---------------------------------------------------------------- dev mode stays on loopback

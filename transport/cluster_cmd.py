@@ -194,12 +194,15 @@ class HAProxyProcess:
 
 
 def node_env(database_url: str, redis_url: str, var_dir: Path, dev_secret: str | None = None) -> dict[str, str]:
-    """The environment of a node: this one's, with the shared URLs, its own var directory and
-    the install's dev secret (so a ``tilehall token`` works on every node)."""
+    """The environment of a node: this one's, with the shared URLs, its own var directory, the
+    install's dev secret (so a ``tilehall token`` works on every node) and HAProxy's address
+    as a trusted proxy."""
     env = {**os.environ, "TILEHALL_DATABASE_URL": database_url, "TILEHALL_REDIS_URL": redis_url,
            "TILEHALL_VAR_DIR": str(var_dir)}
     if dev_secret is not None:
         env["TILEHALL_AUTH__DEV_SECRET"] = dev_secret
+    # HAProxy on this host adds X-Forwarded-For: each player is rate-limited as themself.
+    env.setdefault("TILEHALL_SERVER__TRUSTED_PROXIES", '["127.0.0.1", "::1"]')
     return env
 
 
