@@ -148,6 +148,12 @@ def test_serve_refuses_a_foreign_address_in_dev_mode(tmp_path: Path) -> None:
     assert done.returncode == 2 and "loopback only" in done.stderr, done.stderr
 
 
+def test_cluster_refuses_a_foreign_address_in_dev_mode(tmp_path: Path) -> None:
+    done = _cli("cluster", "--host", "0.0.0.0", env={"TILEHALL_VAR_DIR": str(tmp_path / "var")})
+    assert done.returncode == 2 and "loopback only" in done.stderr, (done.stdout, done.stderr)
+    assert not (tmp_path / "var" / "cluster").exists()  # refused before anything started
+
+
 def test_serve_accepts_a_foreign_address_when_told(database_url: str, redis_url: str, redis_prefix: str,
                                                    tmp_path: Path) -> None:
     from test_durability import ServerProcess, server_env

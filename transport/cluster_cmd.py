@@ -31,6 +31,7 @@ from pathlib import Path
 from string import Template
 
 import config
+from config.listen_guard import remote_dev_refusal
 from config.settings import Settings
 
 log = logging.getLogger("tilehall.cluster")
@@ -212,6 +213,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=2, help="how many tilehall serve processes (default 2)")
     p.add_argument("--port", type=int, default=8888, help="HAProxy's port (default 8888)")
     p.add_argument("--host", default="127.0.0.1", help="HAProxy's address (default 127.0.0.1)")
+    p.add_argument("--allow-remote-dev", action="store_true",
+                   help="let a dev-mode cluster listen on a non-loopback address (anyone reaching it can log in as anyone)")
     p.set_defaults(func=cmd_cluster)
 
 
@@ -222,6 +225,11 @@ def cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.nodes < 1:
         print("tilehall cluster: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    exposed = settings.server.model_copy(
+        update={"host": args.host, "allow_remote_dev": args.allow_remote_dev or settings.server.allow_remote_dev})
+    if refusal := remote_dev_refusal(settings.model_copy(update={"server": exposed})):
+        print(f"tilehall cluster: {refusal}", file=sys.stderr)  # HAProxy would expose the nodes
         return 2
     try:
         find_haproxy()
