@@ -229,6 +229,22 @@ def test_token_bucket_per_address() -> None:
     assert address_key("::ffff:198.51.100.1") == "198.51.100.1"
 
 
+def test_limiter_table_stays_bounded(monkeypatch: Any) -> None:
+    import transport.login_limit as login_limit
+
+    monkeypatch.setattr(login_limit, "MAX_ADDRESSES", 10)
+    now = [0.0]
+    limiter = LoginRateLimiter(per_minute=60, burst=2, clock=lambda: now[0])
+    for i in range(25):  # a flood of new addresses, nothing refilled
+        assert limiter.allow(f"198.51.100.{i}") == 0.0
+        assert len(limiter._buckets) <= 10
+    assert "198.51.100.24" in limiter._buckets  # the newest stay
+    now[0] = 5.0  # all refilled: forgotten at the next scan, whatever their age
+    limiter.allow("203.0.113.1")
+    limiter.allow("203.0.113.2")
+    assert sorted(limiter._buckets) == ["203.0.113.1", "203.0.113.2"]
+
+
 def test_client_address_behind_trusted_proxies() -> None:
     from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
