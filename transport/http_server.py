@@ -10,6 +10,7 @@ connection that upgrades to a WebSocket leaves this count (Tornado detaches it) 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -21,11 +22,13 @@ import tornado.netutil
 import tornado.web
 from tornado.ioloop import IOLoop
 
+from actors.vocabulary import ErrorCode
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_FULL_BODY = b'{"error":"server_full","message":"too many open HTTP connections; try again soon"}'
+_FULL_BODY = json.dumps({"error": ErrorCode.SERVER_FULL.value,
+                         "message": "too many open HTTP connections; try again soon"}).encode()
 FULL_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
     b"Connection: close\r\nContent-Length: " + str(len(_FULL_BODY)).encode() + b"\r\n\r\n" + _FULL_BODY
