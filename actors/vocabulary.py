@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     FRAME_TOO_LARGE = "frame_too_large"
     MALFORMED_BUDGET = "too_many_bad_frames"
     SERVER_FULL = "server_full"
+    RATE_LIMITED = "rate_limited"  # too many logins from this address (auth.login_rate_per_minute)
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -85,6 +86,7 @@ ERROR_CLOSE_CODES: dict[str, CloseCode] = {
     ErrorCode.FRAME_TOO_LARGE: CloseCode.TOO_LARGE,
     ErrorCode.MALFORMED_BUDGET: CloseCode.POLICY,
     ErrorCode.SERVER_FULL: CloseCode.TRY_AGAIN_LATER,
+    ErrorCode.RATE_LIMITED: CloseCode.TOO_MANY,
     ErrorCode.INTERNAL: CloseCode.INTERNAL,
     KickReason.SESSION_REPLACED: CloseCode.SESSION_REPLACED,
     KickReason.SHUTDOWN: CloseCode.GOING_AWAY,

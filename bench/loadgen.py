@@ -297,6 +297,9 @@ class Bench:
             "TILEHALL_RUNTIME__KIND": args.runtime,
             "TILEHALL_AUTH__DEV_SECRET": self.settings.auth.dev_secret,
             "TILEHALL_AUTH__DEV_ISSUER": self.settings.auth.dev_issuer,
+            # every simulated player logs in from 127.0.0.1 (through HAProxy, too)
+            "TILEHALL_AUTH__LOGIN_RATE_PER_MINUTE": "600000",
+            "TILEHALL_AUTH__LOGIN_BURST": "100000",
         })
         if args.pool_workers:
             env["TILEHALL_RUNTIME__POOL_WORKERS"] = str(args.pool_workers)

@@ -7,6 +7,7 @@ Top-level settings map to ``TILEHALL_<NAME>`` (``TILEHALL_DATABASE_URL``); group
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from config.dev_secret import MIN_DEV_SECRET_CHARS, load_or_create_dev_secret
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_TOML = CONFIG_DIR / "default.toml"
@@ -38,6 +41,19 @@ class ServerSettings(_Group):
     websocket_ping_interval_s: float = Field(20.0, gt=0)
     websocket_ping_timeout_s: float = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(5.0, ge=0)
+    allow_remote_dev: bool = False
+    max_http_connections: int = Field(1000, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an IP address or CIDR network") from None
+        return v
 
 
 class AuthSettings(_Group):
@@ -50,9 +66,11 @@ class AuthSettings(_Group):
     audience: str | None = None
     leeway_s: int = Field(10, ge=0, le=300)
     jwks_refetch_cooldown_s: float = Field(10.0, ge=0)
-    dev_secret: str = "tilehall-dev-secret-change-me-0123456789"
+    dev_secret: str | None = Field(None, min_length=MIN_DEV_SECRET_CHARS)
     dev_issuer: str = "tilehall-dev"
     dev_token_ttl_s: int = Field(3600, ge=1)
+    login_rate_per_minute: float = Field(60.0, gt=0)
+    login_burst: int = Field(20, ge=1)
 
 
 class StorageSettings(_Group):
@@ -185,6 +203,16 @@ class Settings(BaseSettings):
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("must name a host, like redis://127.0.0.1:6379/0")
         return v
+
+    @model_validator(mode="after")
+    def _dev_secret_of_this_install(self) -> Settings:
+        """Dev mode without an explicit ``auth.dev_secret``: the one in ``<var_dir>/dev-secret``."""
+        if self.mode == "dev" and self.auth.dev_secret is None:
+            try:
+                self.auth.dev_secret = load_or_create_dev_secret(self.var_dir)
+            except OSError as exc:
+                raise ValueError(f"cannot read or create the dev secret under {self.var_dir}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _production_needs(self) -> Settings:

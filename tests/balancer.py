@@ -65,6 +65,9 @@ class Balanced:
                 "TILEHALL_REDIS__KEY_PREFIX": settings.redis.key_prefix,
                 "TILEHALL_AUTH__DEV_SECRET": settings.auth.dev_secret,
                 "TILEHALL_AUTH__DEV_ISSUER": settings.auth.dev_issuer,
+                # every simulated player logs in from 127.0.0.1 (through HAProxy, too)
+                "TILEHALL_AUTH__LOGIN_RATE_PER_MINUTE": "600000",
+                "TILEHALL_AUTH__LOGIN_BURST": "100000",
                 "TILEHALL_LOGGING__LEVEL": "WARNING",
                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
         self.workdir = workdir

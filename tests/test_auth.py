@@ -385,6 +385,39 @@ def test_jwks_unknown_kid_refetch_is_rate_limited(
     assert jwks_server.requests == 1
 
 
+def test_jwks_refetch_cooldown_setting_is_read(
+    jwks_server: _JwksServer, key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
+) -> None:
+    """``auth.jwks_refetch_cooldown_s`` (not a constructor argument) decides how often an
+    unknown kid may refetch the key set: 0 refetches for each, 3600 once per hour at most."""
+    jwks_server.publish(k1=key)
+    base = {"jwks_url": jwks_server.url, "issuer": ISSUER, "audience": AUDIENCE, "jwks_cache_s": 300}
+    eager = TokenVerifier(_settings(**base, jwks_refetch_cooldown_s=0))
+    assert eager.verify(_rs256(key, kid="k1")).user_id == "user-1"
+    for i in range(3):
+        _refused(eager, _rs256(key, kid=f"made-up-{i}"))
+    assert jwks_server.requests == 4  # the first fetch, then one per unknown kid
+
+    jwks_server.requests = 0
+    patient = TokenVerifier(_settings(**base, jwks_refetch_cooldown_s=3600))
+    assert patient.verify(_rs256(key, kid="k1")).user_id == "user-1"
+    jwks_server.publish(k1=key, k2=other_key)  # a rotation within the cooldown waits for it
+    for i in range(3):
+        _refused(patient, _rs256(key, kid=f"made-up-{i}"))
+    assert "unknown key" in str(_refused(patient, _rs256(other_key, kid="k2")))
+    assert jwks_server.requests == 1
+
+    jwks_server.requests = 0
+    quick = TokenVerifier(_settings(**base, jwks_refetch_cooldown_s=0.3))
+    jwks_server.publish(k1=key)
+    assert quick.verify(_rs256(key, kid="k1")).user_id == "user-1"
+    jwks_server.publish(k1=key, k2=other_key)
+    _refused(quick, _rs256(other_key, kid="k2"))  # within the cooldown: not fetched yet
+    time.sleep(0.35)  # the cooldown itself is what is tested: wait it out
+    assert quick.verify(_rs256(other_key, kid="k2")).user_id == "user-1"  # then one refetch finds it
+    assert jwks_server.requests == 2
+
+
 def test_jwks_token_without_kid_is_refused(
     jwks_server: _JwksServer, key: rsa.RSAPrivateKey
 ) -> None:

@@ -148,7 +148,7 @@ def test_without_admin_token_only_loopback_is_served(start_server: Callable[...,
     ip = _non_loopback_ip()
     if ip is None:
         pytest.skip("this host has no non-loopback address to call from")
-    server = start_server(server={"host": "0.0.0.0"})
+    server = start_server(server={"host": "0.0.0.0", "allow_remote_dev": True})
     port = server.node.port
     status, _, body = get(f"http://{ip}:{port}/debug/actors")
     assert status == 403 and "loopback" in json.loads(body)["message"]

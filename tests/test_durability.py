@@ -383,8 +383,16 @@ def server_env(database_url: str, redis_url: str, prefix: str, tmp_path: Path) -
         TILEHALL_GAME__CHATS_PER_SECOND="256",
         TILEHALL_SESSION__MAX_FRAMES_PER_SECOND="100000",
         TILEHALL_LOGGING__LEVEL="WARNING",
+        TILEHALL_AUTH__LOGIN_RATE_PER_MINUTE="600000",  # every player logs in from 127.0.0.1
+        TILEHALL_AUTH__LOGIN_BURST="100000",
     )
     return env
+
+
+def dev_settings(tmp_path: Path) -> Settings:
+    """Dev settings of the install :func:`server_env` describes: tokens they sign are the
+    server's (both read the dev secret in ``tmp_path / "var"``)."""
+    return Settings(mode="dev", var_dir=tmp_path / "var")
 
 
 @pytest.mark.slow
@@ -402,7 +410,7 @@ def test_no_acknowledged_action_lost_on_sigkill(
 
     database_url = make_database()
     env = server_env(database_url, redis_url, f"{redis_prefix}durability-{uuid.uuid4().hex[:6]}:", tmp_path)
-    settings = Settings(mode="dev")
+    settings = dev_settings(tmp_path)
     run = uuid.uuid4().hex[:6]
     players = [
         Player(i, f"dur-{run}-{i}", issue_dev_token(settings, f"dur-{run}-{i}"), random.Random(f"{seed}-{i}"))

@@ -329,6 +329,12 @@ def _serve(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Any) 
     return server
 
 
+def _dev_settings(tmp_path: Any) -> Settings:
+    from test_durability import dev_settings
+
+    return dev_settings(tmp_path)
+
+
 def _parked(redis_url: str, redis_prefix: str, session_id: str) -> dict[str, Any] | None:
     from storage.redis.parked_sessions import ParkedSessions
 
@@ -341,7 +347,7 @@ def test_sigterm_drains_then_exits(database_url: str, redis_url: str, redis_pref
     server = _serve(database_url, redis_url, redis_prefix, tmp_path)
     try:
         async def scenario() -> dict[str, Any] | None:
-            settings = Settings(mode="dev")
+            settings = _dev_settings(tmp_path)
             alice = await login(server.ws_url, issue_dev_token(settings, new_user()))
             await alice.answers_for([await alice.chat("hello")])
             server.proc.send_signal(signal.SIGTERM)
@@ -367,7 +373,7 @@ def test_tilehall_drain_command(database_url: str, redis_url: str, redis_prefix:
     server = _serve(database_url, redis_url, redis_prefix, tmp_path)
     try:
         async def scenario() -> None:
-            alice = await login(server.ws_url, issue_dev_token(Settings(mode="dev"), new_user()))
+            alice = await login(server.ws_url, issue_dev_token(_dev_settings(tmp_path), new_user()))
             assert await asyncio.to_thread(drain, server.url) == 0
             code, kicked = await closed_with(alice, 10)
             assert (code, kicked["reason"]) == (1012, "node_draining")

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from waiting import async_wait_until
 from wsclient import WSClient, answer_to, is_type, login
 
+from config.dev_secret import load_or_create_dev_secret
 from config.version import SERVER_VERSION
 from storage.redis.leases import Holder, SessionLeases
 from transport.auth import issue_dev_token
@@ -230,7 +231,9 @@ def test_production_mode_rs256_and_key_confusion(start_server: Callable[..., Any
             "alg none": jwt.encode(claims, None, algorithm="none"),
             "wrong audience": jwt.encode({**claims, "aud": "other"}, key, algorithm="RS256"),
             "wrong issuer": jwt.encode({**claims, "iss": "https://evil.test"}, key, algorithm="RS256"),
-            "dev token": _hs256({**claims, "iss": "tilehall-dev"}, server.settings.auth.dev_secret.encode()),
+            # The install's dev secret (production mode neither reads nor makes it).
+            "dev token": _hs256({**claims, "iss": "tilehall-dev"},
+                                load_or_create_dev_secret(server.settings.var_dir).encode()),
         }
         for name, tok in bad.items():
             code, err = await refused(server.ws_url, hello_frame(tok))

@@ -30,9 +30,6 @@ DEV_ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 8192
 MAX_SUB_CHARS = 128
 MAX_DISPLAY_NAME_CHARS = 32
-# Least time between two JWKS refetches forced by an unknown `kid`: a rotation is picked up
-# quickly, while tokens with made-up kids cannot make us hammer the IdP.
-DEFAULT_JWKS_REFETCH_COOLDOWN_S = 10.0
 JWKS_FETCH_TIMEOUT_S = 5.0
 
 
@@ -72,7 +69,7 @@ class TokenVerifier:
 
     Production: RS/ES/PS/EdDSA tokens signed by a key from ``auth.jwks_url`` (cached for
     ``auth.jwks_cache_s``; an unknown ``kid`` forces one refetch, at most once per
-    ``jwks_refetch_cooldown_s``) or from ``auth.public_key_pem`` / ``auth.public_key_file``.
+    ``auth.jwks_refetch_cooldown_s``) or from ``auth.public_key_pem`` / ``auth.public_key_file``.
     HS* and ``none`` are never accepted with those keys. Dev mode additionally accepts HS256
     tokens signed with ``auth.dev_secret`` and issued by ``auth.dev_issuer``.
     """
@@ -81,10 +78,16 @@ class TokenVerifier:
         self,
         settings: Settings,
         *,
-        jwks_refetch_cooldown_s: float = DEFAULT_JWKS_REFETCH_COOLDOWN_S,
+        jwks_refetch_cooldown_s: float | None = None,
     ) -> None:
-        """Build from settings; raises ``ValueError`` on an unusable key or algorithm list."""
+        """Build from settings (``jwks_refetch_cooldown_s`` overrides the setting); raises
+        ``ValueError`` on an unusable key or algorithm list."""
         auth = settings.auth
+        self._refetch_cooldown_s = (
+            auth.jwks_refetch_cooldown_s if jwks_refetch_cooldown_s is None else jwks_refetch_cooldown_s
+        )
+        self._last_fetch: float | None = None
+        self._refetch_lock = threading.Lock()
         self._dev = settings.mode == "dev"
         self._dev_secret = auth.dev_secret
         self._dev_issuer = auth.dev_issuer
@@ -111,9 +114,10 @@ class TokenVerifier:
                 "lifespan": max(auth.jwks_cache_s, 1),
                 "timeout": JWKS_FETCH_TIMEOUT_S,
             }
-            # cooldown_duration arrived in a late PyJWT 2.x; older ones refetch on every miss.
+            # The unknown-kid cooldown is ours (_signing_key), the same on every PyJWT 2.x:
+            # PyJWT's own (a late 2.x addition) is turned off where it exists.
             if "cooldown_duration" in inspect.signature(jwt.PyJWKClient).parameters:
-                kwargs["cooldown_duration"] = jwks_refetch_cooldown_s
+                kwargs["cooldown_duration"] = 0
             self._jwks = jwt.PyJWKClient(auth.jwks_url, **kwargs)
         if (self._jwks or self._public_key is not None) and not self._algorithms:
             raise ValueError("auth.algorithms has no asymmetric algorithm to verify tokens with")
@@ -188,7 +192,7 @@ class TokenVerifier:
                     return self._public_key
                 raise AuthError(ErrorCode.BAD_TOKEN, "token header has no key id (kid)")
             try:
-                return self._jwks.get_signing_key(kid).key
+                return self._signing_key(self._jwks, kid)
             except jwt.PyJWKClientConnectionError as exc:
                 log.warning("cannot fetch JWKS: %s", exc)
                 raise AuthError(ErrorCode.BAD_TOKEN, "cannot fetch the signing keys; try again") from None
@@ -199,6 +203,25 @@ class TokenVerifier:
         if self._public_key is not None:
             return self._public_key
         raise AuthError(ErrorCode.BAD_TOKEN, "no verification key is configured for this token")
+
+    def _signing_key(self, jwks: jwt.PyJWKClient, kid: str) -> Any:
+        """The key ``kid`` names: from the cached set, else from one refetch when the last
+        fetch we saw (the first one, or the last forced one) is at least
+        ``auth.jwks_refetch_cooldown_s`` old; else ``PyJWKClientError``."""
+        key = jwks.match_kid(jwks.get_signing_keys(), kid)
+        with self._refetch_lock:
+            now = time.monotonic()
+            if self._last_fetch is None:
+                self._last_fetch = now  # the first fetch starts the cooldown too
+            if key is None:
+                if now - self._last_fetch < self._refetch_cooldown_s:
+                    raise jwt.PyJWKClientError(
+                        f"unknown kid {kid!r}; the key set was fetched {now - self._last_fetch:.1f} s ago")
+                self._last_fetch = now
+                key = jwks.match_kid(jwks.get_signing_keys(refresh=True), kid)
+        if key is None:
+            raise jwt.PyJWKClientError(f"no signing key matches kid {kid!r}")
+        return key.key
 
     def _decode(self, token: str, key: Any, algorithms: list[str], issuer: str | None) -> Identity:
         require = ["exp", "iat", "sub"]

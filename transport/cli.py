@@ -75,8 +75,10 @@ def _split_bench(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def _with_listen_address(settings: Settings, args: argparse.Namespace) -> Settings:
-    """``serve --host/--port`` over every other source of settings."""
+    """``serve --host/--port/--allow-remote-dev`` over every other source of settings."""
     update = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if getattr(args, "allow_remote_dev", False):
+        update["allow_remote_dev"] = True
     if not update:
         return settings
     if not 0 <= update.get("port", 0) <= 65535:
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--allow-remote-dev", action="store_true",
+                       help="let dev mode listen on a non-loopback address (anyone reaching it can log in as anyone)")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a dev-mode JWT for USER")
@@ -131,7 +135,11 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the server until SIGTERM (drain, then stop), Ctrl-C (stop) or ``POST /admin/drain``
     (which drained already), then shut down gracefully."""
+    from config.listen_guard import remote_dev_refusal
     from transport.node import Node
+
+    if refusal := remote_dev_refusal(settings):
+        raise _UsageError(refusal)
 
     async def run() -> None:
         node = Node(settings)

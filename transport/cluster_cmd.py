@@ -31,6 +31,7 @@ from pathlib import Path
 from string import Template
 
 import config
+from config.listen_guard import remote_dev_refusal
 from config.settings import Settings
 
 log = logging.getLogger("tilehall.cluster")
@@ -193,10 +194,17 @@ class HAProxyProcess:
                 self.proc.wait(10)
 
 
-def node_env(database_url: str, redis_url: str, var_dir: Path) -> dict[str, str]:
-    """The environment of a node: this one's, with the shared URLs and its own var directory."""
-    return {**os.environ, "TILEHALL_DATABASE_URL": database_url, "TILEHALL_REDIS_URL": redis_url,
-            "TILEHALL_VAR_DIR": str(var_dir)}
+def node_env(database_url: str, redis_url: str, var_dir: Path, dev_secret: str | None = None) -> dict[str, str]:
+    """The environment of a node: this one's, with the shared URLs, its own var directory, the
+    install's dev secret (so a ``tilehall token`` works on every node) and HAProxy's address
+    as a trusted proxy."""
+    env = {**os.environ, "TILEHALL_DATABASE_URL": database_url, "TILEHALL_REDIS_URL": redis_url,
+           "TILEHALL_VAR_DIR": str(var_dir)}
+    if dev_secret is not None:
+        env["TILEHALL_AUTH__DEV_SECRET"] = dev_secret
+    # HAProxy on this host adds X-Forwarded-For: each player is rate-limited as themself.
+    env.setdefault("TILEHALL_SERVER__TRUSTED_PROXIES", '["127.0.0.1", "::1"]')
+    return env
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -205,6 +213,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=2, help="how many tilehall serve processes (default 2)")
     p.add_argument("--port", type=int, default=8888, help="HAProxy's port (default 8888)")
     p.add_argument("--host", default="127.0.0.1", help="HAProxy's address (default 127.0.0.1)")
+    p.add_argument("--allow-remote-dev", action="store_true",
+                   help="let a dev-mode cluster listen on a non-loopback address (anyone reaching it can log in as anyone)")
     p.set_defaults(func=cmd_cluster)
 
 
@@ -215,6 +225,11 @@ def cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.nodes < 1:
         print("tilehall cluster: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    exposed = settings.server.model_copy(
+        update={"host": args.host, "allow_remote_dev": args.allow_remote_dev or settings.server.allow_remote_dev})
+    if refusal := remote_dev_refusal(settings.model_copy(update={"server": exposed})):
+        print(f"tilehall cluster: {refusal}", file=sys.stderr)  # HAProxy would expose the nodes
         return 2
     try:
         find_haproxy()
@@ -235,7 +250,7 @@ def cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
         if applied:
             print("applied: " + ", ".join(applied), flush=True)
         for i in range(1, args.nodes + 1):
-            env = node_env(services.database_url, services.redis_url, workdir / f"node{i}")
+            env = node_env(services.database_url, services.redis_url, workdir / f"node{i}", settings.auth.dev_secret)
             nodes.append(NodeProcess(f"node{i}", free_port(), env, workdir / f"node{i}.log", args.config))
         for node in nodes:
             node.start()

@@ -1,7 +1,7 @@
 """``POST /admin/drain``: move every player to another node, then stop this process.
 
 Guarded like ``/debug/*`` (:class:`transport.http_ops.AdminHandler`: the admin bearer token
-when one is configured, else loopback only). The answer comes once the node has drained (every
+whenever one is configured; without one, only in dev mode and only to a direct loopback client). The answer comes once the node has drained (every
 session parked and closed with 1012); then the node is asked to stop (``tilehall serve`` exits;
 the operator, or ``tilehall cluster``, starts it again).
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import ipaddress
 import json
 import time
 import uuid
@@ -22,7 +21,10 @@ from tornado.escape import url_escape, xhtml_escape
 from tornado.ioloop import IOLoop
 
 from actors.base import live_actors, published_detail
+from transport.peers import is_direct_local, is_loopback
 from transport.ports import NodePort
+
+__all__ = ["is_loopback", "prefers_html", "ops_routes"]
 
 _COLUMNS = ("class", "urn", "entity_id", "status", "inbox_depth", "messages_handled",
             "last_message_age_s", "started_at")
@@ -36,16 +38,6 @@ def _iso(epoch_s: float | None) -> str | None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
-
-
-def is_loopback(ip: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return (mapped or addr).is_loopback
 
 
 def prefers_html(accept: str | None) -> bool:
@@ -96,10 +88,13 @@ class MetricsHandler(_NodeHandler):
 
 
 class AdminHandler(_NodeHandler):
-    """Base of ``/debug/*``: the admin bearer token when one is configured, else loopback only."""
+    """Base of ``/debug/*`` and ``/admin/*``: the admin bearer token, always when one is
+    configured; without one, only a dev-mode server answers, and only a direct loopback peer
+    (a request a proxy forwarded, even from loopback, is not local: :mod:`transport.peers`)."""
 
     def prepare(self) -> None:
-        token = self.node.settings.admin_token
+        settings = self.node.settings
+        token = settings.admin_token
         self.set_header("Cache-Control", "no-store")
         if token:
             header = self.request.headers.get("Authorization", "")
@@ -109,8 +104,11 @@ class AdminHandler(_NodeHandler):
             ):
                 self.set_header("WWW-Authenticate", 'Bearer realm="tilehall-debug"')
                 self._refuse(401, "unauthorized", "send Authorization: Bearer <admin token>")
-        elif not is_loopback(self.request.remote_ip or ""):
-            self._refuse(403, "forbidden", "no admin token is configured: /debug is served on loopback only")
+        elif settings.mode != "dev":
+            self._refuse(403, "forbidden", "no admin token is configured: set admin_token (TILEHALL_ADMIN_TOKEN)")
+        elif not is_direct_local(self.request):
+            self._refuse(403, "forbidden", "no admin token is configured: in dev mode this is served only to"
+                         " a direct loopback client, never through a proxy")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self.set_status(status)

@@ -4,12 +4,14 @@ files, the Tiled maps, and the dev-mode login endpoint."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import tornado.web
 
+from actors.vocabulary import ErrorCode
 from actors.world_map import MAPS_DIR
 from config.version import SERVER_VERSION
 from transport.auth import AuthError, issue_dev_token
@@ -39,13 +41,20 @@ class MapHandler(tornado.web.StaticFileHandler):
 
 
 class DevLoginHandler(tornado.web.RequestHandler):
-    """``POST /auth/dev-login`` ``{"name": "alice"}`` → a dev token (registered in dev mode only)."""
+    """``POST /auth/dev-login`` ``{"name": "alice"}`` → a dev token (registered in dev mode only);
+    429 with ``Retry-After`` past the login rate limit of the client's address."""
 
     def initialize(self, node: NodePort) -> None:
         self.node = node
 
     def post(self) -> None:
         node = self.node
+        if (wait := node.login_gate.wait_s(self.request)) > 0:
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            self.finish({"error": ErrorCode.RATE_LIMITED.value,
+                         "message": f"too many logins from your address; try again in {math.ceil(wait)} s"})
+            return
         try:
             body = json.loads(self.request.body or b"{}")
             name = body.get("name") if isinstance(body, dict) else None

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-import tornado.httpserver
-import tornado.netutil
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from actors.base import configure_runtime, tell_if_alive
@@ -33,7 +31,8 @@ from actors.storage_actor import StorageActor
 from actors.vocabulary import CloseCode, ErrorCode, KickReason
 from actors.world_map import load_map
 from actors.zone import ZoneActor
-from config.settings import Settings
+from config.listen_guard import remote_dev_refusal
+from config.settings import Settings, SettingsError
 from storage.embedded import EmbeddedServices, start_missing
 from storage.postgres import db, migrate, partitions, retention
 from storage.redis.client import open_redis, redis_ready
@@ -45,6 +44,8 @@ from transport.app import make_app
 from transport.auth import TokenVerifier
 from transport.cluster import Cluster
 from transport.codec import CODEC
+from transport.http_server import CappedHTTPServer, listen
+from transport.login_limit import LoginGate
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
 
@@ -60,7 +61,7 @@ class Node:
         self.services: EmbeddedServices | None = None
         self.pool = None
         self.redis = None
-        self.http_server: tornado.httpserver.HTTPServer | None = None
+        self.http_server: CappedHTTPServer | None = None
         self.port: int | None = None
         self._maintenance: PeriodicCallback | None = None
         self._liveness: PeriodicCallback | None = None
@@ -72,6 +73,7 @@ class Node:
         self.stop_requested = asyncio.Event()  # POST /admin/drain: the process should exit
         self.metrics = Metrics(self._session_statuses)
         self.verifier = TokenVerifier(settings)
+        self.login_gate = LoginGate(settings)
         self.world = load_map(settings.game.map)
         self.loop: IOLoop | None = None
         self.sockets: set[Any] = set()
@@ -98,6 +100,8 @@ class Node:
 
     async def start(self) -> None:
         """Bring up storage, actors and the listener. Blocking setup runs off the IOLoop."""
+        if refusal := remote_dev_refusal(self.settings):
+            raise SettingsError(refusal)
         self.loop = IOLoop.current()
         await self.loop.run_in_executor(None, self._start_storage)
         r = self.settings.runtime
@@ -118,18 +122,7 @@ class Node:
             zone=self.zone, publish=self.cluster.publish, parked=self.parked,
         )
         await self.cluster.start(self.zone)  # subscribes, then announces this node to the others
-        app = make_app(self)
-        s = self.settings.server
-        self.http_server = tornado.httpserver.HTTPServer(
-            app,
-            idle_connection_timeout=s.idle_connection_timeout_s,
-            body_timeout=s.body_timeout_s,
-            max_header_size=16 * 1024,
-            max_body_size=64 * 1024,
-        )
-        sockets = tornado.netutil.bind_sockets(s.port, address=s.host, backlog=1024)
-        self.port = sockets[0].getsockname()[1]
-        self.http_server.add_sockets(sockets)
+        self.http_server, self.port = listen(make_app(self), self.settings)
         self._maintenance = PeriodicCallback(
             self._run_maintenance, self.settings.storage.maintenance_interval_s * 1000
         )
@@ -311,27 +304,25 @@ class Node:
         """Move every player away (IOLoop thread): unready at once (/readyz 503 "draining"), no
         new hello or resume here (1012), commits flushed, every session parked in Redis and its
         socket closed with ``kicked node_draining`` + 1012. The node keeps running (``stop()``
-        follows). Returns how many sessions were parked; a second call returns 0 at once."""
+        follows). The flush and the parking wait at most ``server.shutdown_grace_s`` each.
+        Returns how many sessions were parked; a second call returns 0 at once."""
         if self.draining or self.stopping:
             return 0
         self.draining = True
         log.info("draining node %s: unready; parking %d sessions", self.node_id,
                  len(self.directory.sessions) if self.directory else 0, extra={"node_id": self.node_id})
-        try:
-            if self.storage is not None and self.storage.is_alive():
-                await ask_async(self.storage, Flush(), timeout=10)
-        except Exception as exc:
-            log.warning("drain: storage flush cut short: %r", exc)
+        grace = self.settings.server.shutdown_grace_s  # each step waits at most this long
+        await self._settle(grace)
         parked = 0
         if self.directory is not None:
-            timeout = self.settings.storage.commit_timeout_s + 5.0
-            parked = await self.directory.handover.park_all(timeout)
+            parked = await self.directory.handover.park_all(grace)
         log.info("node %s drained: %d sessions parked", self.node_id, parked, extra={"node_id": self.node_id})
         return parked
 
     async def stop(self) -> None:
         """Graceful: stop accepting, flush storage (acks for what committed), close sockets
-        with 1001, stop every actor, then release storage and embedded servers."""
+        with 1001, stop every actor, then release storage and embedded servers. The wait for
+        storage and acks takes at most ``server.shutdown_grace_s``."""
         self.stopping = True
         if self.cluster is not None:
             self.cluster.stop()  # the other nodes drop our characters at once
@@ -341,11 +332,7 @@ class Node:
         if self.http_server:
             self.http_server.stop()
         try:
-            # Not alive: another node of this process (tests) already stopped every actor.
-            if self.storage is not None and self.storage.is_alive():
-                await ask_async(self.storage, Flush(), timeout=10)
-                if self.directory is not None:
-                    await self.directory.acks_delivered(timeout=2.0)
+            await self._settle(self.settings.server.shutdown_grace_s)
             for sock in list(self.sockets):
                 sock.fail(CloseCode.GOING_AWAY, KickReason.SHUTDOWN, "the server is shutting down; reconnect shortly")
             if self.http_server:
@@ -358,6 +345,18 @@ class Node:
             self.verifier.close()
             await self.loop.run_in_executor(None, self._stop_storage)
         log.info("tilehall stopped")
+
+    async def _settle(self, grace_s: float) -> None:
+        """Wait at most ``grace_s`` for storage to commit what it holds and those acks to go out."""
+        deadline = time.monotonic() + grace_s
+        try:
+            # Not alive: another node of this process (tests) already stopped every actor.
+            if self.storage is not None and self.storage.is_alive():
+                await ask_async(self.storage, Flush(), timeout=grace_s)
+                if self.directory is not None:
+                    await self.directory.acks_delivered(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            log.warning("shutdown: storage not settled within server.shutdown_grace_s (%g s): %r", grace_s, exc)
 
     def _stop_storage(self) -> None:
         if self.cluster is not None:

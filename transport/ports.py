@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from config.settings import Settings
 from transport.auth import TokenVerifier
+from transport.login_limit import LoginGate
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
 
@@ -20,6 +21,7 @@ class NodePort(Protocol):
     node_id: str
     metrics: Metrics
     verifier: TokenVerifier
+    login_gate: LoginGate  # the login rate limit per client address
     stopping: bool
     draining: bool  # drain() began: no new session here
     stop_requested: asyncio.Event  # the process should exit (after POST /admin/drain)

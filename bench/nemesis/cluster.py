@@ -153,6 +153,9 @@ class Cluster:
             "TILEHALL_DEBUG__FAULT_HOOKS": "true",
             "TILEHALL_AUTH__DEV_SECRET": self.settings.auth.dev_secret,
             "TILEHALL_AUTH__DEV_ISSUER": self.settings.auth.dev_issuer,
+            # every simulated player logs in from 127.0.0.1 (through HAProxy, too)
+            "TILEHALL_AUTH__LOGIN_RATE_PER_MINUTE": "600000",
+            "TILEHALL_AUTH__LOGIN_BURST": "100000",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         })
         return env

@@ -36,6 +36,7 @@ export const ErrorCode = Object.freeze({
   FRAME_TOO_LARGE: "frame_too_large",
   MALFORMED_BUDGET: "too_many_bad_frames",
   SERVER_FULL: "server_full",
+  RATE_LIMITED: "rate_limited",
   UNAVAILABLE: "unavailable",
   INTERNAL: "internal",
 });
