@@ -17,13 +17,18 @@ from typing import Any
 IDP_DIR = Path(__file__).resolve().parent / "oidc"
 START_TIMEOUT_S = 30.0
 NPM_CI_TIMEOUT_S = 600.0
+MIN_NODE_MAJOR = 20
 
 
 def node_missing() -> str | None:
-    """Why the provider cannot run here (no ``node`` or ``npm``), or None."""
+    """Why the provider cannot run here (no ``node`` or ``npm``, or a Node.js before 20), or None."""
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (the sign-in tests run oidc-provider on Node.js 20+)"
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    major = version.lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < MIN_NODE_MAJOR:
+        return f"Node.js {version or '?'} is too old for oidc-provider (needs {MIN_NODE_MAJOR}+)"
     return None
 
 
