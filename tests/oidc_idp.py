@@ -48,12 +48,14 @@ class IdentityProvider:
     """One oidc-provider process on a free loopback port (stopped with :meth:`stop`)."""
 
     def __init__(self, *, ttl_s: int = 30, user: str = "alice", password: str = "wonderland",
-                 name: str = "Alice", client_id: str = "tilehall-web") -> None:
+                 name: str = "Alice", client_id: str = "tilehall-web", access_audience: str | None = None) -> None:
+        """``access_audience``: access tokens become JWTs for it (else opaque, ID tokens only)."""
         self.user, self.password, self.name, self.client_id = user, password, name, client_id
         self.log: list[str] = []
+        extra = ["--access-audience", access_audience] if access_audience else []
         self.proc = subprocess.Popen(
             ["node", "idp.mjs", "--port", "0", "--ttl", str(ttl_s), "--user", user,
-             "--password", password, "--name", name, "--client-id", client_id],
+             "--password", password, "--name", name, "--client-id", client_id, *extra],
             cwd=IDP_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "NODE_ENV": "test"},
         )

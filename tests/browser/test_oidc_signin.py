@@ -45,37 +45,58 @@ window.WebSocket = class extends NativeWebSocket {
 """
 
 
-@pytest.fixture(scope="module")
-def idp():
+API_AUDIENCE = "urn:tilehall:game"
+
+
+def start_idp(**kwargs) -> IdentityProvider:
     why = node_missing()
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"the sign-in tests cannot run in CI: {why}")
         pytest.skip(why)
     ensure_installed()
-    provider = IdentityProvider(ttl_s=TOKEN_TTL_S)
+    return IdentityProvider(ttl_s=TOKEN_TTL_S, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def idp():
+    """The provider for ID-token sign-in (opaque access tokens)."""
+    provider = start_idp()
     yield provider
     provider.stop()
 
 
-@pytest.fixture
-def oidc_server(idp, start_server):
-    """A production-mode server whose players sign in at ``idp`` with its ID token."""
+@pytest.fixture(scope="module")
+def api_idp():
+    """A provider whose access tokens are JWTs for :data:`API_AUDIENCE`."""
+    provider = start_idp(access_audience=API_AUDIENCE)
+    yield provider
+    provider.stop()
+
+
+def production_server(start_server, idp: IdentityProvider, token: str, audience: str):
+    """A production-mode server whose players sign in at ``idp`` and send its ``token`` token."""
     server = start_server(
         mode="production",
         admin_token="test-admin-token",
         auth={
             "jwks_url": idp.jwks_url,
             "issuer": idp.issuer,
-            "audience": idp.client_id,
+            "audience": audience,
             "client_id": idp.client_id,
             "scopes": ["openid", "profile"],
-            "client_token": "id",
+            "client_token": token,
             "leeway_s": LEEWAY_S,
         },
     )
     idp.allow_redirect(server.url + "/")
     return server
+
+
+@pytest.fixture
+def oidc_server(idp, start_server):
+    """Players send the ID token (its audience is the client id)."""
+    return production_server(start_server, idp, "id", idp.client_id)
 
 
 def metric(server, name: str, **labels: str) -> float:
@@ -150,7 +171,7 @@ def refresh_grant(idp: IdentityProvider, refresh_token: str) -> int:
         return exc.code
 
 
-def test_sign_in_play_renew_rotate_and_sign_out(idp, oidc_server, new_page):
+def test_sign_in_play_renew_rotate_and_sign_out(idp, oidc_server, new_page, screenshot):
     base = oidc_server.url
     page = new_page()
     page.add_init_script(WATCH_SOCKETS)
@@ -160,6 +181,7 @@ def test_sign_in_play_renew_rotate_and_sign_out(idp, oidc_server, new_page):
     page.wait_for_selector("#oidc-sign-in", state="visible", timeout=WAIT_MS)
     assert page.locator("#dev-login-form").is_hidden()  # production: no dev sign-in
     assert page.text_content("#oidc-issuer") == urllib.parse.urlsplit(idp.issuer).netloc
+    screenshot(page, "sign-in-oidc")
 
     # --- sign in on the provider's own pages, play ---
     sign_in_at_idp(page, idp, base)
@@ -210,4 +232,25 @@ def test_sign_in_play_renew_rotate_and_sign_out(idp, oidc_server, new_page):
     page.click("#oidc-sign-in")
     page.wait_for_url(idp.issuer + "/interaction/**", timeout=WAIT_MS)
     page.wait_for_selector("#password", timeout=WAIT_MS)  # no IdP session: the password again
+    assert page.errors == []
+
+
+def test_access_token_mode_signs_in_and_renews(api_idp, start_server, new_page):
+    """``client_token = "access"``: the page sends the JWT access token for the server's API
+    audience (not the ID token), and renews that one on the live socket."""
+    server = production_server(start_server, api_idp, "access", API_AUDIENCE)
+    page = new_page()
+    page.add_init_script(WATCH_SOCKETS)
+    sign_in_at_idp(page, api_idp, server.url)
+    first = saved_session(page)
+    claims = jwt_part(first["token"], 1)
+    assert claims["aud"] == API_AUDIENCE and claims["client_id"] == api_idp.client_id
+    assert first["token"] != first["oidc"]["idToken"]
+    step(page)
+    renewed = wait_renewed(page, server, metric(server, "tilehall_reauths_total", outcome="accepted"), first["token"])
+    assert jwt_part(renewed, 1)["aud"] == API_AUDIENCE
+    wait_past_expiry(page, first["token"])
+    step(page)
+    assert page.evaluate("window.__ws.opened") == 1
+    assert metric(server, "tilehall_connect_attempts_total") == 1
     assert page.errors == []

@@ -34,6 +34,8 @@ const { values: args } = parseArgs({
     user: { type: 'string', default: 'alice' },
     password: { type: 'string', default: 'wonderland' },
     name: { type: 'string', default: 'Alice' },
+    // Set: access tokens are JWTs for this audience (a resource indicator every request gets).
+    'access-audience': { type: 'string' },
   },
 });
 
@@ -58,6 +60,17 @@ function escapeHtml(s) {
 function page(title, body) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>
 <body><main><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`;
+}
+
+function accessTokenResource() {
+  const audience = args['access-audience'];
+  if (!audience) return { enabled: false };
+  return {
+    enabled: true,
+    defaultResource: () => audience,
+    useGrantedResource: () => true,
+    getResourceServerInfo: () => ({ scope: '', audience, accessTokenFormat: 'jwt', accessTokenTTL: TTL }),
+  };
 }
 
 function build(issuer) {
@@ -94,6 +107,7 @@ function build(issuer) {
     features: {
       devInteractions: { enabled: false },
       revocation: { enabled: true },
+      resourceIndicators: accessTokenResource(),
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
