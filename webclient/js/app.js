@@ -401,7 +401,7 @@ requestAnimationFrame(loop);
 window.addEventListener('online', () => conn?.retryNow());
 document.getElementById('logout').addEventListener('click', () => {
   if (conn) conn.logout();
-  else end();
+  else end('', { signOut: true });
 });
 
 // Read-only hooks for the browser tests and for curious players in the console.
