@@ -22,7 +22,9 @@ from oidc_idp import IdentityProvider, ensure_installed, node_missing
 from test_play import WAIT_MS, me, step_options, wait_position
 from waiting import wait_until
 
-pytestmark = pytest.mark.browser
+# The story waits out real token lifetimes (and `npm ci` on a first run): more than the suite's
+# default per-test timeout.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 TOKEN_TTL_S = 20  # the provider's ID and access token lifetime: renewal happens within the test
 LEEWAY_S = 1
