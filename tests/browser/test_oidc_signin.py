@@ -263,3 +263,26 @@ def test_access_token_mode_signs_in_and_renews(api_idp, start_server, new_page):
     assert page.evaluate("window.tilehall.signIn.kind") == "oidc"
     wait_renewed(page, server, saved_session(page)["token"])
     assert page.errors == []
+
+
+def test_refused_consent_is_told_and_leaves_no_session(idp, oidc_server, new_page):
+    """The player denies the consent: back on the sign-in screen with the provider's reason,
+    nothing kept in the address bar or the tab."""
+    base = oidc_server.url
+    page = new_page()
+    page.goto(base + "/")
+    page.click("#oidc-sign-in")
+    page.wait_for_url(idp.issuer + "/interaction/**", timeout=WAIT_MS)
+    page.fill("#login", idp.user)
+    page.fill("#password", idp.password)
+    page.click("#sign-in")
+    page.click("#deny")
+    page.wait_for_url(base + "/", timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.getElementById('login-error').textContent.includes('the player said no')", timeout=WAIT_MS,
+    )
+    assert "refused the sign-in" in page.text_content("#login-error")
+    assert saved_session(page) is None
+    assert page.evaluate("sessionStorage.getItem('tilehall.oidc.pending')") is None
+    assert page.locator("#game-screen").is_hidden()
+    assert page.errors == []

@@ -159,7 +159,8 @@ function consentPage(uid, details) {
   const scopes = details.missingOIDCScope || [];
   return page('Allow tilehall?', `
 <p>tilehall asks for: <span id="scopes">${escapeHtml(scopes.join(' '))}</span></p>
-<form method="post" action="/interaction/${uid}/confirm"><button type="submit" id="allow">Allow</button></form>`);
+<form method="post" action="/interaction/${uid}/confirm"><button type="submit" id="allow">Allow</button></form>
+<form method="post" action="/interaction/${uid}/deny"><button type="submit" id="deny">Deny</button></form>`);
 }
 
 async function interaction(req, res, uid, action) {
@@ -176,6 +177,10 @@ async function interaction(req, res, uid, action) {
       return send(res, 200, loginPage(uid, 'Wrong username or password.'));
     }
     return provider.interactionFinished(req, res, { login: { accountId: USER.id } }, { mergeWithLastSubmission: false });
+  }
+  if (action === 'deny') {
+    const result = { error: 'access_denied', error_description: 'the player said no' };
+    return provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
   }
   if (action === 'confirm') {
     const grant = grantId
@@ -218,7 +223,7 @@ const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, 'http://idp.invalid');
   try {
     if (url.pathname.startsWith('/_admin/')) return admin(req, res, url);
-    const m = url.pathname.match(/^\/interaction\/([\w-]+)(?:\/(login|confirm))?$/);
+    const m = url.pathname.match(/^\/interaction\/([\w-]+)(?:\/(login|confirm|deny))?$/);
     if (m) return await interaction(req, res, m[1], m[2]);
     return provider.callback()(req, res);
   } catch (err) {
