@@ -71,6 +71,21 @@ class AuthSettings(_Group):
     dev_token_ttl_s: int = Field(3600, ge=1)
     login_rate_per_minute: float = Field(60.0, gt=0)
     login_burst: int = Field(20, ge=1)
+    # The web client's OpenID Connect sign-in (public values, served at GET /auth/config).
+    client_id: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    client_token: Literal["id", "access"] = "id"
+    client_auth_params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _client_needs_issuer(self) -> AuthSettings:
+        if self.client_id is not None and not self.issuer:
+            raise ValueError("auth.client_id needs auth.issuer (the web client discovers the IdP from it)")
+        if self.client_id is not None and "openid" not in self.scopes:
+            raise ValueError('auth.scopes must include "openid" for the web client\'s sign-in')
+        if self.client_id is not None and self.client_token == "id" and self.audience not in (None, self.client_id):
+            raise ValueError("auth.client_token = \"id\": ID tokens name the client, so auth.audience must be auth.client_id")
+        return self
 
 
 class StorageSettings(_Group):
@@ -229,6 +244,8 @@ class Settings(BaseSettings):
             missing.append("an admin token for /debug (TILEHALL_ADMIN_TOKEN)")
         if any(a.upper().startswith("HS") for a in self.auth.algorithms):
             missing.append("an asymmetric algorithm list (auth.algorithms must not contain HS*)")
+        if self.auth.client_id and not self.auth.audience:
+            missing.append("auth.audience with auth.client_id (else tokens the IdP gave any other client pass)")
         if missing:
             raise ValueError("production mode needs " + "; ".join(missing))
         return self

@@ -271,6 +271,7 @@ def test_live_token_expiry_closes_4002_unless_reauthed(start_server: Callable[..
         kept.close()
 
     run(scenario())
+    assert metric(server, "tilehall_reauths_total", {"outcome": "accepted"}) == 1
 
 
 def test_reauth_with_another_users_token_closes_4001(live_server: Any) -> None:
@@ -283,6 +284,8 @@ def test_reauth_with_another_users_token_closes_4001(live_server: Any) -> None:
         assert (code, err["code"]) == (4001, "bad_token")
 
     run(scenario())
+    assert metric(live_server, "tilehall_reauths_total", {"outcome": "refused"}) == 1
+    assert metric(live_server, "tilehall_reauths_total", {"outcome": "accepted"}) == 0
 
 
 # ------------------------------------------------------------------ characters

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tornado.web
 
 from transport.http_admin import admin_routes
+from transport.http_auth import auth_routes
 from transport.http_faults import fault_routes
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
@@ -27,6 +28,7 @@ def make_app(node: NodePort) -> tornado.web.Application:
         *ops_routes(given),
         *admin_routes(given),
         *web_routes(node.settings.mode, given),
+        *auth_routes(node.settings),
         *fault_routes(node.settings, given),
     ]
     s = node.settings.server

@@ -128,6 +128,9 @@ class Metrics:
         self.cache_available = Gauge(
             "tilehall_cache_available",
             "1 while the profile cache uses Redis, 0 while its circuit breaker bypasses it", registry=r)
+        self.reauths = Counter(
+            "tilehall_reauths", "reauth frames by outcome: accepted (a fresh token of the same user) or refused",
+            ["outcome"], registry=r)
         self.frames_in = Counter("tilehall_frames_in", "WebSocket frames received from clients", registry=r)
         self.frames_out = Counter("tilehall_frames_out", "WebSocket frames sent to clients", registry=r)
         self.open_sockets = Gauge("tilehall_open_websockets", "open WebSocket connections", registry=r)
@@ -141,6 +144,8 @@ class Metrics:
         r.register(SessionCollector(session_statuses))
         for code in RejectCode:
             self.rejects.labels(code)
+        for outcome in ("accepted", "refused"):
+            self.reauths.labels(outcome)
         for result in ("hit", "miss"):
             self.cache_lookups.labels(result)
         self.cache_available.set(1)

@@ -269,11 +269,14 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             if self.phase != "session":
                 return
             code = CloseCode.TOKEN_EXPIRED if exc.code == ErrorCode.TOKEN_EXPIRED else CloseCode.BAD_TOKEN
+            self.node.metrics.reauths.labels("refused").inc()
             self._end_session(code, exc.code, exc.message)
             return
         if identity.user_id != self.identity.user_id:
+            self.node.metrics.reauths.labels("refused").inc()
             self._end_session(CloseCode.BAD_TOKEN, ErrorCode.BAD_TOKEN, "reauth must use a token of the same user")
             return
+        self.node.metrics.reauths.labels("accepted").inc()
         self.identity = identity
 
     # ---------------------------------------------------------------- liveness (node timer)

@@ -3,6 +3,7 @@
 
 import { Connection, STATUS } from './protocol.js';
 import { TokenKeeper, devLogin, takeFragmentToken } from './auth.js';
+import { OidcSession, finishSignIn, isSignInReturn, loadAuthConfig, startSignIn } from './oidc.js';
 import { World, chebyshev } from './world.js';
 import { loadMap } from './tilemap.js';
 import { Renderer } from './render.js';
@@ -130,12 +131,17 @@ function resetGame() {
   stageNote.hidden = false;
 }
 
-function end(message = '') {
+// `signOut`: the player asked to leave, so the identity provider's session ends too.
+function end(message = '', { signOut = false } = {}) {
   conn = null;
+  const oidc = keeper?.oidc;
   keeper?.forget();
   keeper = null;
   hideModal();
   login.show(message);
+  if (signOut && oidc) {
+    oidc.signOut().catch((err) => login.showError(`Signed out here, but the sign-in service could not be reached (${err.message}).`));
+  }
 }
 
 function onStatus(detail) {
@@ -259,13 +265,13 @@ function onFatal({ kind, message, serverVersion }) {
       body: t.body,
       actions: [
         { label: 'Play here instead', primary: true, onClick: () => { hideModal(); begin(keeper); } },
-        { label: 'Sign out', onClick: () => end() },
+        { label: 'Sign out', onClick: () => end('', { signOut: true }) },
       ],
     });
   } else if (kind === 'auth') {
     end(t.body);
   } else {
-    end(); // signed out on purpose: nothing to explain
+    end('', { signOut: true }); // signed out on purpose: nothing to explain
   }
 }
 
@@ -395,7 +401,7 @@ requestAnimationFrame(loop);
 window.addEventListener('online', () => conn?.retryNow());
 document.getElementById('logout').addEventListener('click', () => {
   if (conn) conn.logout();
-  else end();
+  else end('', { signOut: true });
 });
 
 // Read-only hooks for the browser tests and for curious players in the console.
@@ -406,6 +412,7 @@ window.tilehall = {
   get stats() { return conn ? { ...conn.stats } : null; },
   get pending() { return conn ? conn.pendingActions().map((a) => ({ seq: a.seq, type: a.actionType })) : []; },
   get self() { return world.self ? { ...world.self } : null; },
+  get signIn() { return keeper ? { kind: keeper.oidc ? 'oidc' : keeper.devName ? 'dev' : 'token', expiresAtMs: keeper.expiresAtMs } : null; },
   get characters() { return [...world.characters.values()].map((c) => ({ ...c })); },
   statusLog,
   clientPoint: (x, y) => renderer.clientPoint(x, y),
@@ -414,11 +421,27 @@ window.tilehall = {
 
 // ---- start ----
 
-const handed = takeFragmentToken();
-if (handed) {
-  begin(new TokenKeeper({ token: handed, ...keeperHooks() }));
-} else {
-  const restored = TokenKeeper.restore(keeperHooks());
+async function start() {
+  const authConfig = await loadAuthConfig(MODE);
+  const oidcConfig = authConfig.oidc;
+  if (oidcConfig) login.enableOidc(oidcConfig.issuer, () => startSignIn(oidcConfig));
+  const handed = takeFragmentToken();
+  if (handed) {
+    begin(new TokenKeeper({ token: handed, ...keeperHooks() }));
+    return;
+  }
+  if (oidcConfig && isSignInReturn()) {
+    try {
+      const oidc = await finishSignIn(oidcConfig);
+      begin(new TokenKeeper({ token: oidc.token, oidc, ...keeperHooks() }));
+    } catch (err) {
+      login.show(err.message || 'Sign-in failed.');
+    }
+    return;
+  }
+  const reviveOidc = (saved) => (oidcConfig ? new OidcSession(oidcConfig, saved) : null);
+  const restored = TokenKeeper.restore({ ...keeperHooks(), reviveOidc });
   if (restored) begin(restored);
   else login.show();
 }
+start();

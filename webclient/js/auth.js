@@ -1,7 +1,8 @@
 // Where the sign-in token comes from, and keeping it fresh.
-// Sources: the URL fragment (#token=<JWT>, never the query string), a pasted token, or, on a dev
-// server, POST /auth/dev-login with a name. The token lives in sessionStorage (this tab only) so a
-// reload keeps you signed in.
+// Sources: the identity provider (OpenID Connect, js/oidc.js), the URL fragment (#token=<JWT>,
+// never the query string), a pasted token, or, on a dev server, POST /auth/dev-login with a name.
+// The token (and an OIDC refresh token) lives in sessionStorage (this tab only) so a reload keeps
+// you signed in.
 
 const STORE_KEY = 'tilehall.session';
 const REFRESH_BEFORE_MS = 5 * 60 * 1000;
@@ -47,27 +48,38 @@ export async function devLogin(name) {
   return res.json(); // {token, user_id, expires_at}
 }
 
-/** Holds the current token; renews dev tokens before they expire and reports each renewal. */
+/**
+ * Holds the current token; renews it before it expires (a dev token from /auth/dev-login, an
+ * OIDC one with its refresh token: `oidc` is a js/oidc.js OidcSession) and reports each renewal.
+ */
 export class TokenKeeper {
-  constructor({ token, devName = null, onRenewed = () => {}, onExpiring = () => {} }) {
+  constructor({ token, devName = null, oidc = null, onRenewed = () => {}, onExpiring = () => {} }) {
     this.token = token;
     this.devName = devName;
+    this.oidc = oidc;
+    this._renewing = null;
     this.onRenewed = onRenewed;
     this.onExpiring = onExpiring;
     this._timer = null;
     this._schedule();
   }
 
-  static restore(opts) {
+  /** The tab's saved sign-in; `reviveOidc(saved)` rebuilds an OidcSession (null: none). */
+  static restore({ reviveOidc = () => null, ...opts }) {
     try {
       const saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
       if (!saved?.token) return null;
+      const oidc = saved.oidc ? reviveOidc(saved.oidc) : null;
       const exp = tokenClaims(saved.token).exp;
-      if (exp && exp * 1000 < Date.now() && !saved.devName) return null;
-      return new TokenKeeper({ ...opts, token: saved.token, devName: saved.devName || null });
+      if (exp && exp * 1000 < Date.now() && !saved.devName && !oidc?.canRenew) return null;
+      return new TokenKeeper({ ...opts, token: saved.token, devName: saved.devName || null, oidc });
     } catch {
       return null;
     }
+  }
+
+  get canRenew() {
+    return Boolean(this.devName || this.oidc?.canRenew);
   }
 
   get claims() {
@@ -87,7 +99,8 @@ export class TokenKeeper {
   }
 
   save() {
-    sessionStorage.setItem(STORE_KEY, JSON.stringify({ token: this.token, devName: this.devName }));
+    const saved = { token: this.token, devName: this.devName, oidc: this.oidc ? this.oidc.toJSON() : null };
+    sessionStorage.setItem(STORE_KEY, JSON.stringify(saved));
   }
 
   forget() {
@@ -98,13 +111,24 @@ export class TokenKeeper {
   /** The token to send; renewed first when asked to, or when it is about to expire. */
   async get({ refresh = false } = {}) {
     const soon = this.expiresAtMs - Date.now() < this.refreshLeadMs;
-    if ((refresh || soon) && this.devName) await this.renew();
+    if ((refresh || soon) && this.canRenew) await this.renew();
     else if (refresh) throw new Error('token expired');
     return this.token;
   }
 
-  async renew() {
-    const { token } = await devLogin(this.devName);
+  // One renewal at a time: a rotated refresh token is single-use, and an IdP that sees one used
+  // twice revokes the whole grant.
+  renew() {
+    if (!this._renewing) {
+      this._renewing = this._renewOnce().finally(() => {
+        this._renewing = null;
+      });
+    }
+    return this._renewing;
+  }
+
+  async _renewOnce() {
+    const token = this.devName ? (await devLogin(this.devName)).token : await this.oidc.renew();
     this.token = token;
     this.save();
     this._schedule();
@@ -118,7 +142,7 @@ export class TokenKeeper {
     if (!Number.isFinite(wait)) return;
     // setTimeout overflows past ~24.8 days; long-lived tokens just get checked again later.
     this._timer = setTimeout(() => {
-      if (this.devName) this.renew().catch(() => this.onExpiring(this.expiresAtMs));
+      if (this.canRenew) this.renew().catch(() => this.onExpiring(this.expiresAtMs));
       else this.onExpiring(this.expiresAtMs);
     }, Math.min(Math.max(wait, 1000), 2 ** 31 - 1));
   }

@@ -1,4 +1,4 @@
-// The sign-in screen: a name (dev servers) or a pasted token.
+// The sign-in screen: the identity provider's button (OIDC), a name (dev servers) or a pasted token.
 
 const NAME_KEY = 'tilehall.lastName';
 
@@ -36,6 +36,25 @@ export class LoginScreen {
       tokenInput.value = '';
     });
     this.firstField = mode === 'dev' ? nameInput : tokenInput;
+  }
+
+  /** Offer "Sign in" at the IdP (`issuer` shown as its host); the pasted token stays, folded. */
+  enableOidc(issuer, onStart) {
+    const box = document.getElementById('oidc-login');
+    const button = document.getElementById('oidc-sign-in');
+    let host = issuer;
+    try {
+      host = new URL(issuer).host;
+    } catch {
+      /* show it as given */
+    }
+    document.getElementById('oidc-issuer').textContent = host;
+    box.hidden = false;
+    const details = document.getElementById('token-login');
+    details.open = false;
+    details.querySelector('summary').textContent = 'Sign in with a token';
+    button.addEventListener('click', () => this._busy(box, onStart));
+    this.firstField = button;
   }
 
   async _busy(form, fn) {
