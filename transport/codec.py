@@ -8,6 +8,7 @@ Each builder produces the same JSON as the matching model's ``.to_json()`` (see
 from __future__ import annotations
 
 import json
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +98,42 @@ def event_json(
     return stamp_event(body, event_seq)
 
 
+_EVENT_PREFIX = '{"type":"event",'
+# The most events in one ``events`` frame: a slow reader's backlog is cut into frames of this many.
+EVENTS_PER_FRAME = 128
+
+
+def events_json(frames: list[str]) -> str:
+    """One ``events`` frame holding the ``event`` frames ``frames`` (their JSON text), in order."""
+    return '{"type":"events","events":[' + ",".join(frames) + "]}"
+
+
+def coalesce_events(out: deque[str]) -> deque[str]:
+    """Take every frame from ``out``; each run of consecutive ``event`` frames becomes one
+    ``events`` frame (a run of one stays an ``event``); every other frame keeps its place."""
+    merged: deque[str] = deque()
+    run: list[str] = []
+    while out:
+        frame = out.popleft()
+        if frame.startswith(_EVENT_PREFIX):
+            run.append(frame)
+            if len(run) < EVENTS_PER_FRAME:
+                continue
+        if run:
+            merged.append(run[0] if len(run) == 1 else events_json(run))
+            run = []
+        if not frame.startswith(_EVENT_PREFIX):
+            merged.append(frame)
+    if run:
+        merged.append(run[0] if len(run) == 1 else events_json(run))
+    return merged
+
+
+def ack_with_event(ack: str, event: str) -> str:
+    """The ``ack`` frame ``ack`` carrying the action's own ``event`` frame (feature ``ack_event``)."""
+    return f'{ack[:-1]},"event":{event}}}'
+
+
 def pong_json(t: float, server_time: int) -> str:
     """The ``pong`` frame's JSON."""
     return _dumps({"type": "pong", "t": t, "server_time": server_time})
@@ -108,6 +145,7 @@ class _Codec:
     reject_json = staticmethod(reject_json)
     event_body_json = staticmethod(event_body_json)
     stamp_event = staticmethod(stamp_event)
+    ack_with_event = staticmethod(ack_with_event)
     iso_utc = staticmethod(iso_utc)
     server_frame_json = staticmethod(server_frame_json)
 

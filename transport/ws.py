@@ -194,6 +194,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
 
     async def _hello(self, frame: Any) -> None:
         self.node.metrics.connect_attempts.inc()
+        self.conn.use_features(frame.features)
         identity = await self._authenticate(frame)
         if identity is None:
             return
@@ -210,6 +211,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
 
     async def _resume(self, frame: Any) -> None:
         self.node.metrics.reconnect_attempts.inc()
+        self.conn.use_features(frame.features)
         identity = await self._authenticate(frame)
         if identity is None:
             return
