@@ -12,9 +12,17 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from transport.server_frames import server_frame_json
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    """Compact UTF-8 JSON text, as ``_json_dumps`` writes it but ~10x cheaper (orjson); for the
+    frames built per action, whose values are str, int, bool, None, lists and dicts."""
+    return orjson.dumps(obj).decode()
 
 
 def iso_utc(dt: datetime) -> str:
@@ -136,7 +144,7 @@ def ack_with_event(ack: str, event: str) -> str:
 
 def pong_json(t: float, server_time: int) -> str:
     """The ``pong`` frame's JSON."""
-    return _dumps({"type": "pong", "t": t, "server_time": server_time})
+    return _json_dumps({"type": "pong", "t": t, "server_time": server_time})  # a float: json's form
 
 class _Codec:
     """The frame builders as one object: what the actors are handed (see actors.ports)."""
