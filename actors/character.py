@@ -321,12 +321,12 @@ class CharacterActor(CharacterEnding, TilehallActor):
         """The commit landed: answer the session, publish the event, deliver effects."""
         work = self.inflight.pop(msg.work_id)
         self.durable, self.durable_version = work.state, work.version
-        if work.seq is not None:
-            self._answer(work.seq, self.codec.ack_json(work.seq, work.action_id, msg.persisted_at, work.changed))
         body = self.codec.event_body_json(
             work.action_id, self.character_id, self.display_name, work.action_type, work.payload, msg.persisted_at
         )
-        self.zone.tell(Publish(body, work.view))
+        told = None if work.seq is None else self._answer(
+            work.seq, self.codec.ack_json(work.seq, work.action_id, msg.persisted_at, work.changed), event_body=body)
+        self.zone.tell(Publish(body, work.view, answered=told))
         for effect in work.effects:
             self.zone.tell(effect)
         self._stop_if_done()
@@ -364,11 +364,13 @@ class CharacterActor(CharacterEnding, TilehallActor):
     def _reject(self, seq: int, code: str, message: str) -> None:
         self._answer(seq, self.answers.reject_frame(seq, code, message), code)
 
-    def _answer(self, seq: int, frame: str, reject_code: str | None = None) -> None:
-        """The one answer of ``seq``: remembered for resends, sent to the current session."""
+    def _answer(self, seq: int, frame: str, reject_code: str | None = None, event_body: str | None = None) -> str | None:
+        """The one answer of ``seq``: remembered for resends, sent to the current session (with
+        the action's own event, if given); returns the urn of the session told, if any."""
         self.answers.record(seq, frame)
-        if self.session is not None:
-            tell_if_alive(self.session, ActionAnswered(seq, frame, reject_code))
+        if self.session is not None and tell_if_alive(self.session, ActionAnswered(seq, frame, reject_code, event_body)):
+            return self.session.actor_urn
+        return None
 
     def on_ResendAnswer(self, msg: ResendAnswer) -> None:
         """The client resent ``seq`` (≤ the last): nothing while it is in flight or queued (its

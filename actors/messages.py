@@ -118,11 +118,13 @@ class WorldSnapshotReady:
 
 @dataclass(frozen=True, slots=True)
 class ActionAnswered:
-    """From the character: the ``ack`` (``reject_code`` None) or ``reject`` frame for ``seq``."""
+    """From the character: the ``ack`` (``reject_code`` None) or ``reject`` frame for ``seq``;
+    a fresh ack brings its own event (``event_body``, as DeliverEvent's): the zone skips it."""
 
     seq: int
     frame_json: str
     reject_code: str | None = None
+    event_body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,11 +320,13 @@ class PlaceCharacter:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """A committed event: update the character's view, deliver to the sessions that see it."""
+    """A committed event: update the character's view, deliver to the sessions that see it
+    (but not to the session ``answered``, an actor urn: it got the event with the ack)."""
 
     body_json: str
     view: dict[str, Any]
     include_self: bool = True
+    answered: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

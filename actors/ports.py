@@ -25,13 +25,18 @@ class FrameCodec(Protocol):
 
     def stamp_event(self, body: str, event_seq: int) -> str: ...
 
+    def ack_with_event(self, ack: str, event: str) -> str: ...
+
     def iso_utc(self, dt: datetime) -> str: ...
 
     def server_frame_json(self, frame_type: str, **fields: Any) -> str: ...
 
 
 class Connection(Protocol):
-    """One client socket, usable from any thread; calls return at once."""
+    """One client socket, usable from any thread; calls return at once. ``features``: the
+    protocol additions its client asked for (``actors.vocabulary.Feature`` values)."""
+
+    features: frozenset[str]
 
     def send(self, frame_json: str) -> None:
         """Queue a frame for writing (dropped if the socket is closed)."""

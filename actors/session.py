@@ -3,7 +3,8 @@
 Status: connecting → active → reconnecting → active; active|reconnecting → terminating →
 removed. It checks sequence numbers (DESIGN rule 4), remembers recent answers (one it forgot
 is the character's to answer), numbers the events it sends (``event_seq``) and keeps the recent
-ones for a delta replay after a reconnect. Moving to another node: :mod:`actors.session_moves`.
+ones for a delta replay after a reconnect (:mod:`actors.session_events`). Moving to another
+node: :mod:`actors.session_moves`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ import pykka
 
 from actors.base import TilehallActor, tell_if_alive
 from actors.messages import (
-    ActionAnswered,
     AttachSession,
     AuditSession,
     CharacterAttached,
     ClientAction,
     ConnectionLost,
-    DeliverEvent,
     DetachSession,
     Heartbeat,
     Kick,
@@ -40,6 +39,7 @@ from actors.messages import (
     WorldSnapshotReady,
 )
 from actors.ports import Connection, FrameCodec, SessionHooks
+from actors.session_events import SessionEvents
 from actors.session_moves import SessionMoves, replayable
 from actors.timers import tell_later
 from actors.vocabulary import CloseCode, ErrorCode, KickReason, RejectCode
@@ -60,7 +60,7 @@ class LingerOver:
     """Timer: a terminated session has lingered long enough; stop the actor."""
 
 
-class SessionActor(SessionMoves, TilehallActor):
+class SessionActor(SessionEvents, SessionMoves, TilehallActor):
     """A PlayerSession (``parked`` + ``adopt``: one moved here from another node)."""
 
     def __init__(
@@ -216,16 +216,6 @@ class SessionActor(SessionMoves, TilehallActor):
             frame = self.codec.server_frame_json("error", code=ErrorCode.BAD_FRAME, message=msg.message)
         self._send(frame)
 
-    def on_ActionAnswered(self, msg: ActionAnswered) -> None:
-        """The ack (after commit) or reject for ``seq``: remember it and send it."""
-        self._remember(msg.seq, msg.frame_json)
-        received_at = self.pending.pop(msg.seq, None)
-        if received_at is not None:
-            latency = time.perf_counter() - received_at
-            self.hooks.action_answered(latency, msg.reject_code is None, msg.reject_code)
-        self._send(msg.frame_json)
-        self._park_when_landed()
-
     def _resend_answer(self, seq: int) -> None:
         """A resent seq: its remembered answer again; nothing while it is pending here (its
         answer is on the way); else the character answers it (in flight there, remembered
@@ -244,22 +234,6 @@ class SessionActor(SessionMoves, TilehallActor):
     def on_Heartbeat(self, msg: Heartbeat) -> None:
         """The client is alive."""
         self.last_heartbeat_at = msg.at
-
-    # ---------------------------------------------------------------- events
-
-    def on_DeliverEvent(self, msg: DeliverEvent) -> None:
-        """Number an observed event, keep it for replay, send it."""
-        if self.status == CONNECTING:
-            self._early_events.append(msg.body_json)
-        else:
-            self._deliver(msg.body_json)
-
-    def _deliver(self, body: str) -> None:
-        self.event_seq += 1
-        frame = self.codec.stamp_event(body, self.event_seq)
-        self.events.append((self.event_seq, frame))
-        if not self._awaiting_snapshot and not self._park_sent:  # parked: replayed on the next node
-            self._send(frame)
 
     # ---------------------------------------------------------------- drops and resumes
 

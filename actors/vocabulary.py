@@ -116,6 +116,14 @@ class RejectCode(StrEnum):
     CONFLICT = "conflict"
 
 
+class Feature(StrEnum):
+    """Protocol v1 additions a client asks for in ``hello``/``resume`` ``features``; a client
+    that does not ask gets the plain frames."""
+
+    EVENTS = "events"  # consecutive events of one write go out as one ``events`` frame
+    ACK_EVENT = "ack_event"  # the ack carries the action's own event; no separate event frame
+
+
 SYSTEM_EVENT_KINDS = (
     "login",
     "logout",

@@ -219,23 +219,26 @@ class ZoneActor(TilehallActor):
             old = (member.view["x"], member.view["y"])
             member.view = msg.view
         new = (msg.view["x"], msg.view["y"])
-        nearby = self._deliver(cid, msg.body_json, new, old, msg.include_self)
+        nearby = self._deliver(cid, msg.body_json, new, old, msg.include_self, msg.answered)
         if old is not None and old != new:
             self._tell_presence(member, old, new, nearby)
         self.peers.event(msg.view, msg.body_json, old, member is not None)
 
     def _deliver(
         self, cid: str, body_json: str, new: tuple[int, int], old: tuple[int, int] | None, include_self: bool,
+        answered: str | None = None,
     ) -> dict[str, Member]:
         """Send an event of ``cid`` (now at ``new``, before at ``old``) to the local sessions
-        that see either tile; returns the members looked at."""
+        that see either tile, but not to ``cid``'s own session when it is ``answered`` (an actor
+        urn: that session got the event with its ack); returns the members looked at."""
         moved = old is not None and old != new
         nearby = dict(self.grid.near(*new))
         if moved:
             nearby.update(self.grid.near(*old))
         delivery = DeliverEvent(body_json)
         for other_id, other in nearby.items():
-            if other.session is None or (other_id == cid and not include_self):
+            if other.session is None or (other_id == cid and (
+                    not include_self or other.session.actor_urn == answered)):
                 continue
             if self.grid.sees(other.position, new) or (moved and self.grid.sees(other.position, old)):
                 tell_if_alive(other.session, delivery)

@@ -39,6 +39,10 @@ _MOVE = '"action_type":"move","payload":{"dx":%d,"dy":%d}}'
 _CHAT = '"action_type":"chat","payload":{"text":"hello from bench player %d"}}'
 _EVENT_PREFIX = '{"type":"event"'
 _EVENT_SEQ_PREFIX = '{"type":"event","event_seq":'
+_EVENTS_PREFIX = '{"type":"events",'
+_SEQ_KEY = '"event_seq":'  # outside a JSON string only: a string's quotes are escaped
+# The protocol additions the bench asks for (docs/protocol.md section 4.1); --plain-frames: none.
+FEATURES = ["events", "ack_event"]
 # Closes after which a player resumes: the node drains or goes away, or the socket just died.
 _RESUME_CODES = frozenset({CloseCode.SERVICE_RESTART, CloseCode.GOING_AWAY, None})
 _RESUME_ATTEMPTS = 40
@@ -64,7 +68,8 @@ class Stats:
         self.rejected = 0
         self.rejects: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.events = 0  # event frames received while measuring
+        self.events = 0  # events received while measuring (alone, in ``events`` or in an ack)
+        self.frames = 0  # frames of any type received while measuring
         self.events_total = 0
         self.sent = 0
         self.latencies: list[float] = []  # seconds, acks while measuring
@@ -100,8 +105,9 @@ class Player:
     """One simulated player on one WebSocket."""
 
     def __init__(self, index: int, token: str, stats: Stats, *, window: int = 4, echo: bool = False,
-                 resume: bool = True) -> None:
+                 resume: bool = True, features: list[str] | None = None) -> None:
         self.index = index
+        self.features = FEATURES if features is None else features
         self.token = token
         self.stats = stats
         self.window = window
@@ -131,7 +137,13 @@ class Player:
         """Open the socket, send ``hello``, wait for ``welcome``."""
         self.url = url
         self.closing = False
-        await self._handshake(url, {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}, timeout)
+        await self._handshake(url, self._hello(), timeout)
+
+    def _hello(self) -> dict[str, Any]:
+        frame = {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}
+        if self.features:
+            frame["features"] = self.features
+        return frame
 
     async def _handshake(self, url: str, frame: dict[str, Any], timeout: float) -> None:
         """Open a socket, send ``frame`` (hello or resume), wait for welcome/resumed."""
@@ -224,17 +236,30 @@ class Player:
             return
         if isinstance(message, bytes):
             message = message.decode()
-        if message.startswith(_EVENT_PREFIX):
+        if stats.measuring:
+            stats.frames += 1
+        if message.startswith(_EVENT_PREFIX) or message.startswith(_EVENTS_PREFIX):
+            n = 1
             if message.startswith(_EVENT_SEQ_PREFIX):
                 start = len(_EVENT_SEQ_PREFIX)
                 self.last_event_seq = max(self.last_event_seq, int(message[start:message.index(",", start)]))
-            stats.events_total += 1
+            elif message.startswith(_EVENTS_PREFIX):  # in order: the last event_seq is the highest
+                n = message.count(_SEQ_KEY)
+                start = message.rindex(_SEQ_KEY) + len(_SEQ_KEY)
+                self.last_event_seq = max(self.last_event_seq, int(message[start:message.index(",", start)]))
+            stats.events_total += n
             if stats.measuring:
-                stats.events += 1
+                stats.events += n
             return
         frame: dict[str, Any] = json.loads(message)
         kind = frame["type"]
         if kind == "ack" or (self.echo and kind == "action"):
+            own = frame.get("event")
+            if own is not None:  # feature ack_event: the action's own event rides in the ack
+                self.last_event_seq = max(self.last_event_seq, own["event_seq"])
+                stats.events_total += 1
+                if stats.measuring:
+                    stats.events += 1
             self._answered(frame["seq"], None)
         elif kind == "reject":
             self._answered(frame["seq"], frame.get("code", "?"))
@@ -305,8 +330,10 @@ class Player:
                 if self.reconnect_token:
                     frame = {"type": "resume", "protocol_version": SERVER_VERSION, "token": self.token,
                              "reconnect_token": self.reconnect_token, "last_event_seq": self.last_event_seq}
+                    if self.features:
+                        frame["features"] = self.features
                 else:
-                    frame = {"type": "hello", "protocol_version": SERVER_VERSION, "token": self.token}
+                    frame = self._hello()
                 try:
                     await self._handshake(self.url, frame, _HANDSHAKE_TIMEOUT_S)
                 except LoginFailed as exc:

@@ -78,6 +78,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=1,
                    help="server processes sharing the database and Redis; players spread round-robin")
     p.add_argument("--runtime", choices=["pooled", "threading"], default="pooled", help="actor runtime")
+    p.add_argument("--plain-frames", action="store_true",
+                   help="players ask for no protocol features (no events frames, no event in the ack)")
     p.add_argument("--pool-workers", type=int, default=None, help="runtime.pool_workers (default: settings)")
     p.add_argument("--bounds", choices=["both", "echo", "insert", "none"], default="both",
                    help="which bounds to measure after each run (default both)")
@@ -501,8 +503,10 @@ async def run_load(
     """Log everyone in, load for warmup + duration, and measure; returns the load's numbers."""
     stats = Stats()
     sampler = Sampler([psutil.Process(pid) for pid in server_pids], psutil.Process())
-    idle = [Player(i, t, stats, echo=echo) for i, t in enumerate(idle_tokens)]
-    active = [Player(i, t, stats, window=args.window, echo=echo) for i, t in enumerate(active_tokens)]
+    features = [] if getattr(args, "plain_frames", False) else None  # None: the client's FEATURES
+    idle = [Player(i, t, stats, echo=echo, features=features) for i, t in enumerate(idle_tokens)]
+    active = [Player(i, t, stats, window=args.window, echo=echo, features=features)
+              for i, t in enumerate(active_tokens)]
     tasks: list[asyncio.Task] = []
     t_login = time.monotonic()
     failures: list[str] = []
@@ -577,6 +581,7 @@ async def run_load(
         "longest_unable_s": round(stats.longest_unable_s, 3),
         "events_received": stats.events,
         "fan_out": round(stats.events / acked, 2) if acked else None,
+        "frames_per_action": round(stats.frames / acked, 2) if acked else None,  # frames out of the server
         "in_flight_at_end": in_flight_at_end,
         "server_rss_mib_after_login": round(after_login["rss"] / 2**20, 1),
         "server_threads_after_login": after_login["threads"],
@@ -734,7 +739,7 @@ def _ratios(r: dict[str, Any]) -> dict[str, Any]:
 
 _MEDIAN_KEYS = [
     ("acked_per_s",), ("p50_ms",), ("p95_ms",), ("p99_ms",), ("max_ms",), ("reject_total",),
-    ("fan_out",), ("storage", "mean_batch"), ("storage", "commits_per_s"),
+    ("fan_out",), ("frames_per_action",), ("storage", "mean_batch"), ("storage", "commits_per_s"),
     ("server_rss_mib_peak",), ("server_threads_max",), ("server_rss_mib_after_login",),
     ("server_cpu_mean",), ("client_cpu_mean",), ("machine_cpu_mean",), ("login_s",),
     ("echo", "acked_per_s"), ("echo", "p50_ms"), ("echo", "p99_ms"),
@@ -779,7 +784,8 @@ def format_summary(report: dict[str, Any]) -> str:
             f"  durable acked actions/s {m.get('acked_per_s', float('nan')):,.0f}   "
             f"ack latency p50 {m.get('p50_ms', float('nan')):.1f} / p95 {m.get('p95_ms', float('nan')):.1f}"
             f" / p99 {m.get('p99_ms', float('nan')):.1f} ms",
-            f"  fan-out {m.get('fan_out', float('nan')):.2f} events/action   mean batch "
+            f"  fan-out {m.get('fan_out', float('nan')):.2f} events/action in "
+            f"{m.get('frames_per_action', float('nan')):.2f} frames/action   mean batch "
             f"{m.get('storage.mean_batch', float('nan')):.1f} rows/commit   rejects {m.get('reject_total', 0):.0f}",
             f"  server ({report['runs'][0].get('nodes', 1)} node process(es), summed): RSS peak "
             f"{m.get('server_rss_mib_peak', float('nan')):.0f} MiB, threads max "
@@ -810,7 +816,8 @@ def _run_line(r: dict[str, Any]) -> str:
         return f"run {r['run']}: FAILED {r['error']}"
     s = r.get("storage", {})
     line = (f"run {r['run']}: {r['acked_per_s']:,.0f} acked/s, p50 {r['p50_ms']:.1f} p95 {r['p95_ms']:.1f} "
-            f"p99 {r['p99_ms']:.1f} ms, rejects {r['rejects'] or 0}, fan-out {r['fan_out']}, "
+            f"p99 {r['p99_ms']:.1f} ms, rejects {r['rejects'] or 0}, fan-out {r['fan_out']} "
+            f"in {r.get('frames_per_action')} frames, "
             f"batch {s.get('mean_batch')}, server {r['server_rss_mib_peak']:.0f} MiB "
             f"{r['server_threads_max']} threads {r['server_cpu_mean']:.0f}% cpu, machine "
             f"{r['machine_cpu_mean']:.0f}% busy, {r.get('pg_checkpoints_during_run', '?')} checkpoints")

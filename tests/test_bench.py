@@ -207,7 +207,8 @@ def test_bench_player_on_1012_resumes_at_once_and_resends_unacked() -> None:
         resume_at, _, resume = log[4]
         assert resume_at - drained_at < 0.5, "no backoff after 1012"
         assert {k: v for k, v in resume.items() if k != "protocol_version"} == {
-            "type": "resume", "token": "jwt", "reconnect_token": "r" * 43, "last_event_seq": 0}
+            "type": "resume", "token": "jwt", "reconnect_token": "r" * 43, "last_event_seq": 0,
+            "features": ["events", "ack_event"]}
         assert log[5][2]["seq"] == 3, "the unacked action is resent first, with its seq"
         assert [f["seq"] for _, t, f in log[5:] if t == "action"][:3] == [3, 4, 5]
         summary = stats.resume_summary()

@@ -82,14 +82,18 @@ class WSClient:
         character_id: str | None = None,
         protocol_version: str = SERVER_VERSION,
         timeout: float = 10.0,
+        features: list[str] | None = None,
     ) -> Frame:
-        """Send ``hello`` and return the ``welcome``; seqs continue from its ``last_action_seq``.
+        """Send ``hello`` (asking for ``features`` when given) and return the ``welcome``; seqs
+        continue from its ``last_action_seq``.
 
         Raises :class:`FrameTimeout` if an ``error`` (or a close) comes instead.
         """
         frame: Frame = {"type": "hello", "protocol_version": protocol_version, "token": token}
         if character_id is not None:
             frame["character_id"] = character_id
+        if features is not None:
+            frame["features"] = features
         await self.send(frame)
         got = await self.read_until(is_type("welcome", "error"), timeout)
         if got["type"] != "welcome":
@@ -99,16 +103,21 @@ class WSClient:
         return got
 
     async def resume(
-        self, token: str, reconnect_token: str, last_event_seq: int = 0, timeout: float = 10.0
+        self, token: str, reconnect_token: str, last_event_seq: int = 0, timeout: float = 10.0,
+        features: list[str] | None = None,
     ) -> Frame:
-        """Send ``resume`` and return the ``resumed`` frame (or raise on ``error``)."""
-        await self.send({
+        """Send ``resume`` (asking for ``features`` when given) and return the ``resumed`` frame
+        (or raise on ``error``)."""
+        frame: Frame = {
             "type": "resume",
             "protocol_version": SERVER_VERSION,
             "token": token,
             "reconnect_token": reconnect_token,
             "last_event_seq": last_event_seq,
-        })
+        }
+        if features is not None:
+            frame["features"] = features
+        await self.send(frame)
         got = await self.read_until(is_type("resumed", "error"), timeout)
         if got["type"] != "resumed":
             raise FrameTimeout(f"resume answered with {got}")
@@ -268,10 +277,12 @@ def answer_to_any(frame: Frame, seqs: set[int]) -> bool:
     return frame.get("type") in ("ack", "reject") and frame.get("seq") in seqs
 
 
-async def login(ws_url: str, token: str, character_id: str | None = None) -> WSClient:
+async def login(
+    ws_url: str, token: str, character_id: str | None = None, features: list[str] | None = None
+) -> WSClient:
     """Connect and say hello; returns the client with ``welcome`` set."""
     client = await WSClient.connect(ws_url)
-    await client.hello(token, character_id)
+    await client.hello(token, character_id, features=features)
     return client
 
 

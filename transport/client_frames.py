@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from actors.vocabulary import CLIENT_ACTION_TYPES, CLIENT_FRAME_TYPES, ErrorCode
+from actors.vocabulary import CLIENT_ACTION_TYPES, CLIENT_FRAME_TYPES, ErrorCode, Feature
 from transport.frame_fields import (
     MAX_SEQ,
     UUID_PATTERN,
@@ -25,6 +25,11 @@ from transport.frame_fields import (
     UuidStr,
 )
 from transport.server_frames import Error, Reject
+
+# What a client may ask for (docs/protocol.md section 4.1); each at most once.
+Features = Annotated[
+    list[Literal[Feature.EVENTS.value, Feature.ACK_EVENT.value]], Field(max_length=len(Feature))
+]
 
 # Longest piece of client input or field path echoed back in an error message.
 _ECHO_MAX = 40
@@ -43,6 +48,7 @@ class HelloFrame(_ClientModel):
     protocol_version: ProtocolVersion
     token: Token
     character_id: UuidStr | None = None
+    features: Features = []
 
 
 class ResumeFrame(_ClientModel):
@@ -53,6 +59,7 @@ class ResumeFrame(_ClientModel):
     token: Token
     reconnect_token: ReconnectTokenStr
     last_event_seq: SeqOrZero
+    features: Features = []
 
 
 class MovePayload(_ClientModel):

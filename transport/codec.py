@@ -8,12 +8,21 @@ Each builder produces the same JSON as the matching model's ``.to_json()`` (see
 from __future__ import annotations
 
 import json
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from transport.server_frames import server_frame_json
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    """Compact UTF-8 JSON text, as ``_json_dumps`` writes it but ~10x cheaper (orjson); for the
+    frames built per action, whose values are str, int, bool, None, lists and dicts."""
+    return orjson.dumps(obj).decode()
 
 
 def iso_utc(dt: datetime) -> str:
@@ -97,9 +106,45 @@ def event_json(
     return stamp_event(body, event_seq)
 
 
+_EVENT_PREFIX = '{"type":"event",'
+# The most events in one ``events`` frame: a slow reader's backlog is cut into frames of this many.
+EVENTS_PER_FRAME = 128
+
+
+def events_json(frames: list[str]) -> str:
+    """One ``events`` frame holding the ``event`` frames ``frames`` (their JSON text), in order."""
+    return '{"type":"events","events":[' + ",".join(frames) + "]}"
+
+
+def coalesce_events(out: deque[str]) -> deque[str]:
+    """Take every frame from ``out``; each run of consecutive ``event`` frames becomes one
+    ``events`` frame (a run of one stays an ``event``); every other frame keeps its place."""
+    merged: deque[str] = deque()
+    run: list[str] = []
+    while out:
+        frame = out.popleft()
+        if frame.startswith(_EVENT_PREFIX):
+            run.append(frame)
+            if len(run) < EVENTS_PER_FRAME:
+                continue
+        if run:
+            merged.append(run[0] if len(run) == 1 else events_json(run))
+            run = []
+        if not frame.startswith(_EVENT_PREFIX):
+            merged.append(frame)
+    if run:
+        merged.append(run[0] if len(run) == 1 else events_json(run))
+    return merged
+
+
+def ack_with_event(ack: str, event: str) -> str:
+    """The ``ack`` frame ``ack`` carrying the action's own ``event`` frame (feature ``ack_event``)."""
+    return f'{ack[:-1]},"event":{event}}}'
+
+
 def pong_json(t: float, server_time: int) -> str:
     """The ``pong`` frame's JSON."""
-    return _dumps({"type": "pong", "t": t, "server_time": server_time})
+    return _json_dumps({"type": "pong", "t": t, "server_time": server_time})  # a float: json's form
 
 class _Codec:
     """The frame builders as one object: what the actors are handed (see actors.ports)."""
@@ -108,6 +153,7 @@ class _Codec:
     reject_json = staticmethod(reject_json)
     event_body_json = staticmethod(event_body_json)
     stamp_event = staticmethod(stamp_event)
+    ack_with_event = staticmethod(ack_with_event)
     iso_utc = staticmethod(iso_utc)
     server_frame_json = staticmethod(server_frame_json)
 

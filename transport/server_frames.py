@@ -86,14 +86,6 @@ class Resumed(_ServerModel):
     event_seq: SeqOrZero
 
 
-class Ack(_ServerModel):
-    """Action ``seq`` is durable; ``state`` holds the fields it changed."""
-
-    type: Literal["ack"] = "ack"
-    seq: Seq
-    action_id: UuidStr
-    persisted_at: IsoUtc
-    state: dict[str, Any]
 
 
 class Reject(_ServerModel):
@@ -116,6 +108,29 @@ class Event(_ServerModel):
     action_type: Literal["move", "chat", "ability", "system"]
     payload: dict[str, Any]
     persisted_at: IsoUtc
+
+
+class Ack(_ServerModel):
+    """Action ``seq`` is durable; ``state`` holds the fields it changed; ``event`` (feature
+    ``ack_event``, a first answer only) is the action's own event, sent in no other frame."""
+
+    type: Literal["ack"] = "ack"
+    seq: Seq
+    action_id: UuidStr
+    persisted_at: IsoUtc
+    state: dict[str, Any]
+    event: Event | None = None
+
+    def to_json(self) -> str:
+        """Compact JSON text of this frame (no ``event`` key when there is none)."""
+        return self.model_dump_json(exclude_none=self.event is None)
+
+
+class Events(_ServerModel):
+    """Feature ``events``: consecutive ``event`` frames of one write, in order, as one frame."""
+
+    type: Literal["events"] = "events"
+    events: list[Event] = Field(min_length=1)
 
 
 class ResyncRequired(_ServerModel):
@@ -149,7 +164,7 @@ class Error(_ServerModel):
 
 
 ServerFrame = Annotated[
-    Welcome | Resumed | Ack | Reject | Event | ResyncRequired | Pong | Kicked | Error,
+    Welcome | Resumed | Ack | Reject | Event | Events | ResyncRequired | Pong | Kicked | Error,
     Field(discriminator="type"),
 ]
 
@@ -162,7 +177,7 @@ def parse_server_frame(raw: str | bytes) -> ServerFrame:
 
 _SERVER_MODELS: dict[str, type[_ServerModel]] = {
     m.model_fields["type"].default: m
-    for m in (Welcome, Resumed, Ack, Reject, Event, ResyncRequired, Pong, Kicked, Error)
+    for m in (Welcome, Resumed, Ack, Reject, Event, Events, ResyncRequired, Pong, Kicked, Error)
 }
 
 

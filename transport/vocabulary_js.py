@@ -12,7 +12,14 @@ import sys
 from collections.abc import Iterable
 from enum import Enum
 
-from actors.vocabulary import SYSTEM_EVENT_KINDS, CloseCode, ErrorCode, KickReason, RejectCode
+from actors.vocabulary import (
+    SYSTEM_EVENT_KINDS,
+    CloseCode,
+    ErrorCode,
+    Feature,
+    KickReason,
+    RejectCode,
+)
 
 HEADER = (
     "// Protocol v1's codes for the web client: generated from actors/vocabulary.py by\n"
@@ -37,6 +44,7 @@ def render() -> str:
         _enum(ErrorCode, "`error.code` values."),
         _enum(KickReason, "`kicked.reason` values."),
         _enum(RejectCode, "`reject.code` values."),
+        _enum(Feature, "`features` a client may ask for in hello/resume."),
         _members(
             "SystemEventKind",
             "`payload.kind` of a `system` event, by name.",

@@ -199,6 +199,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             self.fail(CloseCode.TOO_MANY, ErrorCode.RATE_LIMITED,
                       f"too many logins from your address; try again in {math.ceil(wait)} s")
             return
+        self.conn.use_features(frame.features)
         identity = await self._authenticate(frame)
         if identity is None:
             return
@@ -215,6 +216,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
 
     async def _resume(self, frame: Any) -> None:
         self.node.metrics.reconnect_attempts.inc()
+        self.conn.use_features(frame.features)
         identity = await self._authenticate(frame)
         if identity is None:
             return

@@ -6,16 +6,21 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from tornado.ioloop import IOLoop
+
+from actors.vocabulary import Feature
+from transport.codec import coalesce_events
 
 
 class SocketConnection:
     """The actors' handle on one socket (``actors.ports.Connection``): safe from any thread.
 
     Frames queue in a deque; the first frame after a flush schedules one IOLoop callback that
-    writes everything queued, so a burst of acks costs one hop, not one per frame.
+    writes everything queued, so a burst of acks costs one hop, not one per frame. A client
+    that asked for ``events`` gets each run of consecutive events of one flush as one frame.
     """
 
     def __init__(self, handler: Any) -> None:
@@ -25,6 +30,13 @@ class SocketConnection:
         self._out: deque[str] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self.features: frozenset[str] = frozenset()
+        self._coalesce = False
+
+    def use_features(self, features: Iterable[str]) -> None:
+        """The protocol additions the client asked for in its hello/resume (``Feature`` values)."""
+        self.features = frozenset(features)
+        self._coalesce = Feature.EVENTS in self.features
 
     def send(self, frame_json: str) -> None:
         """Queue a frame; written on the IOLoop soon after."""
@@ -44,7 +56,10 @@ class SocketConnection:
     def _flush(self) -> None:
         with self._lock:
             self._scheduled = False
-        self.handler.write_frames(self._out)
+        out = self._out
+        if self._coalesce and len(out) > 1:
+            out = coalesce_events(out)
+        self.handler.write_frames(out)
 
     def _close(self, code: int, frame_json: str | None) -> None:
         self._flush()

@@ -42,6 +42,7 @@ START = """async ({heartbeat}) => {
 SELF = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
 TS = "2024-05-01T12:00:00.000000Z"
+FEATURES = ["events", "ack_event"]  # what the client asks for in hello and resume
 
 
 def welcome(last_action_seq=41, event_seq=0, heartbeat_ms=60000):
@@ -69,6 +70,32 @@ def ack(seq, action_id, state=None):
 
 def aid(n: int) -> str:
     return f"aaaaaaaa-aaaa-4aaa-8aaa-{n:012d}"
+
+
+def test_an_events_frame_is_its_events_in_order_and_a_plain_event_still_works(harness):
+    harness.deliver(welcome(event_seq=0))
+    harness.deliver({"type": "events", "events": [event(1, aid(1)), event(2, aid(2)), event(3, aid(3))]})
+    harness.deliver(event(4, aid(4)))
+    harness.deliver({"type": "events", "events": [event(4, aid(4)), event(5, aid(5))]})  # 4 again: once
+    assert [e["eventSeq"] for e in harness.seen("event")] == [1, 2, 3, 4, 5]
+    assert harness.js("window.conn.lastEventSeq") == 5
+    assert harness.js("window.conn.stats.duplicateEvents") == 1
+
+
+def test_the_ack_carries_the_own_event_its_seq_counts_for_the_resume(harness):
+    harness.deliver(welcome(last_action_seq=41, event_seq=0))
+    move_id = harness.send_action("move", {"dx": 1, "dy": 0})
+    harness.deliver(event(1, aid(1)))
+    own = event(2, aid(2), character_id=SELF, action_type="move",
+                payload={"x": 5, "y": 6, "dx": 1, "dy": 0, "health": 100, "max_health": 100})
+    harness.deliver({**ack(42, aid(2), {"x": 5, "y": 6}), "event": own})
+    acks = harness.seen("ack")
+    assert [(a["id"], a["seq"], a["state"]) for a in acks] == [(move_id, 42, {"x": 5, "y": 6})]
+    assert [e["eventSeq"] for e in harness.seen("event")] == [1], "the own event applies through the ack"
+    assert harness.js("window.conn.lastEventSeq") == 2
+    harness.drop(1006)
+    harness.wait_sockets(2)
+    assert harness.sent()[0]["last_event_seq"] == 2
 
 
 class Harness:
@@ -113,7 +140,7 @@ def harness(new_page, client_files):
 
 
 def test_hello_first_then_actions_numbered_after_last_action_seq(harness):
-    assert harness.sent() == [{"type": "hello", "protocol_version": "1.2.3", "token": "jwt"}]
+    assert harness.sent() == [{"type": "hello", "protocol_version": "1.2.3", "token": "jwt", "features": FEATURES}]
     harness.deliver(welcome(last_action_seq=41))
     assert harness.js("window.conn.status") == "active"
     harness.send_action("move", {"dx": 1, "dy": 0})
@@ -145,7 +172,7 @@ def test_drop_resumes_replays_and_resends_without_applying_twice(harness):
     resume = harness.sent()[0]
     assert resume == {
         "type": "resume", "protocol_version": "1.2.3", "token": "jwt",
-        "reconnect_token": "r" * 43, "last_event_seq": 1,
+        "reconnect_token": "r" * 43, "last_event_seq": 1, "features": FEATURES,
     }
     # The chat (seq 42) was committed before the drop; its ack was lost. The move never arrived.
     harness.deliver({
@@ -204,7 +231,9 @@ def test_invalid_reconnect_token_starts_over_with_hello(harness):
     harness.drop(4004, "reconnect_invalid")
     harness.wait_sockets(3)
     # A fresh session, for the same character.
-    assert harness.sent()[0] == {"type": "hello", "protocol_version": "1.2.3", "token": "jwt", "character_id": SELF}
+    assert harness.sent()[0] == {
+        "type": "hello", "protocol_version": "1.2.3", "token": "jwt", "features": FEATURES, "character_id": SELF,
+    }
     # The server had already applied 42; a fresh session resends it under its own seq.
     harness.deliver(welcome(last_action_seq=42))
     assert [(f["seq"], f["payload"]) for f in harness.sent() if f["type"] == "action"] == [(42, {"text": "kept"})]
@@ -291,7 +320,7 @@ def test_a_draining_node_moves_the_player_at_once_and_resends_unacked(harness):
     assert harness.js("window.sockets.at(-1).url") == "ws://test/ws", "the same URL: the balancer picks the node"
     assert harness.sent() == [{
         "type": "resume", "protocol_version": "1.2.3", "token": "jwt",
-        "reconnect_token": "r" * 43, "last_event_seq": 5,
+        "reconnect_token": "r" * 43, "last_event_seq": 5, "features": FEATURES,
     }]
     assert harness.js("window.conn.status") == "reconnecting"
 
@@ -323,4 +352,6 @@ def test_a_refused_resume_after_a_drain_starts_over_with_hello(harness):
     assert harness.sent()[0]["type"] == "resume"
     harness.drop(4004, "reconnect_invalid")
     harness.wait_sockets(3)
-    assert harness.sent()[0] == {"type": "hello", "protocol_version": "1.2.3", "token": "jwt", "character_id": SELF}
+    assert harness.sent()[0] == {
+        "type": "hello", "protocol_version": "1.2.3", "token": "jwt", "features": FEATURES, "character_id": SELF,
+    }

@@ -15,7 +15,11 @@
 //   notice   {message}                                something a person should read (error frames)
 //   fatal    {kind, message, serverVersion?}         version | auth | replaced | closed: no reconnect
 
-import { CloseCode, KickReason } from './vocabulary.js';
+import { CloseCode, Feature, KickReason } from './vocabulary.js';
+
+// Protocol v1 additions this client handles (docs/protocol.md 4.1): several events in one
+// `events` frame, and the own action's event inside its `ack`.
+export const FEATURES = Object.freeze([Feature.EVENTS, Feature.ACK_EVENT]);
 
 export const STATUS = Object.freeze({
   CONNECTING: 'connecting',
@@ -163,9 +167,10 @@ export class Connection extends EventTarget {
           token,
           reconnect_token: this.reconnectToken,
           last_event_seq: this.lastEventSeq ?? 0,
+          features: FEATURES,
         });
       } else {
-        const hello = { type: 'hello', protocol_version: this.version, token };
+        const hello = { type: 'hello', protocol_version: this.version, token, features: FEATURES };
         if (this.characterId) hello.character_id = this.characterId;
         this._send(hello);
       }
@@ -285,6 +290,9 @@ export class Connection extends EventTarget {
       case 'ack': return this._onAck(f);
       case 'reject': return this._onReject(f);
       case 'event': return this._onEvent(f);
+      case 'events':
+        for (const e of f.events || []) this._onEvent(e);
+        return;
       case 'resync_required': return this._onResync(f);
       case 'pong': return this._onPong(f);
       case 'kicked':
@@ -344,6 +352,8 @@ export class Connection extends EventTarget {
   }
 
   _onAck(f) {
+    // The own event inside the ack numbers like any event (gap-free event_seq for the resume).
+    if (f.event) this._onEvent(f.event);
     const action = this.pending.get(f.seq);
     if (!action) {
       this.stats.duplicateAcks += 1; // e.g. the original ack of a resent action we already had

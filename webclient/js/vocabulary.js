@@ -69,6 +69,12 @@ export const RejectCode = Object.freeze({
   CONFLICT: "conflict",
 });
 
+// `features` a client may ask for in hello/resume.
+export const Feature = Object.freeze({
+  EVENTS: "events",
+  ACK_EVENT: "ack_event",
+});
+
 // `payload.kind` of a `system` event, by name.
 export const SystemEventKind = Object.freeze({
   LOGIN: "login",
