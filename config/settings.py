@@ -7,6 +7,7 @@ Top-level settings map to ``TILEHALL_<NAME>`` (``TILEHALL_DATABASE_URL``); group
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -38,6 +39,20 @@ class ServerSettings(_Group):
     websocket_ping_interval_s: float = Field(20.0, gt=0)
     websocket_ping_timeout_s: float = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(5.0, ge=0)
+    # serve --workers: worker processes sharing host:port (SO_REUSEPORT); "auto" = os.cpu_count()
+    workers: int | Literal["auto"] = 1
+    worker_ops_port: int = Field(0, ge=0, le=65535)  # worker i's own port: this + i - 1; 0: port + i
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError("must be 1 to 1024 worker processes, or \"auto\"")
+        return v
+
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` runs (``"auto"``: one per CPU)."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
 
 class AuthSettings(_Group):

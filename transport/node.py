@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 
 import pykka
 import tornado.httpserver
-import tornado.netutil
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from actors.base import configure_runtime, tell_if_alive
@@ -47,6 +45,7 @@ from transport.cluster import Cluster
 from transport.codec import CODEC
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
+from transport.worker_role import WorkerRole, bind_listeners, node_name
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,9 @@ log = logging.getLogger(__name__)
 class Node:
     """Everything one server process owns; ``await start()`` then ``await stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.node_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    def __init__(self, settings: Settings, role: WorkerRole | None = None) -> None:
+        self.settings, self.role = settings, role  # role: one worker of ``serve --workers N``
+        self.node_id = f"{node_name(role)}-{uuid.uuid4().hex[:8]}"
         self.services: EmbeddedServices | None = None
         self.pool = None
         self.redis = None
@@ -127,8 +126,7 @@ class Node:
             max_header_size=16 * 1024,
             max_body_size=64 * 1024,
         )
-        sockets = tornado.netutil.bind_sockets(s.port, address=s.host, backlog=1024)
-        self.port = sockets[0].getsockname()[1]
+        sockets, self.port = bind_listeners(s, self.role)
         self.http_server.add_sockets(sockets)
         self._maintenance = PeriodicCallback(
             self._run_maintenance, self.settings.storage.maintenance_interval_s * 1000
