@@ -69,9 +69,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def check_free(host: str, ports: list[int]) -> None:
-    """:class:`WorkersError` naming the first worker ops port something already holds."""
+    """:class:`WorkersError` naming the first worker ops port something already listens on."""
     for i, port in enumerate(ports, 1):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado binds it
             try:
                 s.bind((host or "0.0.0.0", port))
             except OSError as exc:
