@@ -279,6 +279,8 @@ class Bench:
         })
         if args.pool_workers:
             env["TILEHALL_RUNTIME__POOL_WORKERS"] = str(args.pool_workers)
+        if args.workers > 1:
+            env["TILEHALL_SERVER__WORKER_OPS_PORT"] = str(_free_ports(args.workers))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
@@ -819,6 +821,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_ports(n: int) -> int:
+    """A port p with p .. p + n - 1 all free now (``serve --workers``: each worker's own port)."""
+    for _ in range(100):
+        base = _free_port()
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def _ms(seconds: float) -> float:

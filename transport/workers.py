@@ -233,9 +233,11 @@ def serve_workers(settings: Settings, config_path: str | None) -> int:
         return 1
     port = reserved.getsockname()[1]
     roles = [WorkerRole(i, p) for i, p in enumerate(ops_ports(s, port, count), 1)]
-    supervisor: Supervisor | None = None
+    supervisor = Supervisor([])
     services = None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:  # from here on a signal stops the start too, and nothing is left behind
+        signal.signal(sig, lambda sig, _frame: supervisor.request_stop(sig))
     try:
         check_free(s.host, [r.ops_port for r in roles])
         services = start_missing(settings.database_url, settings.redis_url, Path(settings.var_dir))
@@ -246,23 +248,21 @@ def serve_workers(settings: Settings, config_path: str | None) -> int:
         env = {**os.environ, "TILEHALL_DATABASE_URL": services.database_url,
                "TILEHALL_REDIS_URL": services.redis_url, "TILEHALL_SERVER__HOST": s.host,
                "TILEHALL_SERVER__PORT": str(port), "TILEHALL_SERVER__WORKERS": "1"}
-        supervisor = Supervisor([WorkerProcess(r, s.host, env, config_path) for r in roles])
-        for sig in previous:
-            signal.signal(sig, lambda sig, _frame: supervisor.request_stop(sig))
-        if supervisor.start_all():
+        supervisor.workers = [WorkerProcess(r, s.host, env, config_path) for r in roles]
+        if not supervisor.stopped.is_set() and supervisor.start_all():
             shown = "127.0.0.1" if s.host in ("", "0.0.0.0", "::") else s.host
             print(f"tilehall is running: open http://{shown}:{port}/ ({count} workers; own ports "
                   f"{roles[0].ops_port}-{roles[-1].ops_port})", flush=True)
             supervisor.supervise()
         log.info("%s: stopping %d workers", signal.Signals(supervisor.stop_signal or signal.SIGTERM).name, count)
         clean = supervisor.stop_all(supervisor.stop_signal or signal.SIGTERM)
-        supervisor = None
+        supervisor.workers = []
         return 0 if clean else 1
     except WorkersError as exc:
         print(f"tilehall serve: {exc}", file=sys.stderr)
         return 1
     finally:
-        if supervisor is not None:  # an error: no worker outlives the supervisor
+        if supervisor.workers:  # an error: no worker outlives the supervisor
             supervisor.stop_all(signal.SIGTERM)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
