@@ -824,9 +824,12 @@ def _free_port() -> int:
 
 
 def _free_ports(n: int) -> int:
-    """A port p with p .. p + n - 1 all free now (``serve --workers``: each worker's own port)."""
-    for _ in range(100):
-        base = _free_port()
+    """A port p with p .. p + n - 1 all free now (``serve --workers``: each worker's own port),
+    below the ephemeral range, so no outgoing connection takes one before the workers bind."""
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(range_file.read_text().split()[0]) if range_file.exists() else 32768
+    for _ in range(200):
+        base = random.randrange(max(1024, low - 12000), low - n)
         try:
             for port in range(base, base + n):
                 with socket.socket() as s:

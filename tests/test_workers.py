@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,13 +42,13 @@ PLAYERS = 16  # all on one worker by chance: 2 ** -15
 
 
 def _free_run(n: int) -> int:
-    """A port p with p .. p + n all free right now (the shared port and each worker's own)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65535:
-            continue
+    """A port p with p .. p + n all free right now (the shared port and each worker's own),
+    below the ephemeral range, where outgoing connections of parallel test runs cannot take one
+    of them between this check and the supervisor's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    for _ in range(200):
+        base = random.randrange(max(1024, low - 12000), low - n - 1)
         try:
             for p in range(base, base + n + 1):
                 with socket.socket() as s:
