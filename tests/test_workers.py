@@ -5,8 +5,9 @@ same port (SO_REUSEPORT) and each on its own ops port. Players connect to the sh
 and play without pause with the balancer tests' client (it resumes on any close). Checked:
 both workers take players (their /debug/actors on the own ports name different node ids and
 hold different characters), a SIGKILLed worker is started again by the supervisor while the
-port keeps serving and its players resume, SIGTERM drains every worker (1012) and the
-supervisor exits 0; nothing acked is lost and no (character, seq) is stored twice.
+port keeps serving and its players resume, a worker drained on its own port moves its players
+(delta resumes) and is started again, SIGTERM drains every worker (1012) and the supervisor
+exits 0; nothing acked is lost and no (character, seq) is stored twice.
 """
 
 from __future__ import annotations
@@ -264,3 +265,33 @@ def test_workers_setting() -> None:
     done = subprocess.run([sys.executable, "-m", "transport.cli", "serve", "--workers", "zero"], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--workers" in done.stderr
+
+
+def test_draining_one_worker_on_its_own_port_restarts_it(supervised: Supervised, settings: Settings) -> None:
+    """``POST /admin/drain`` on worker 2's own port: its players are moved (1012, each resumes
+    with a delta on worker 1), it exits, and the supervisor starts it again."""
+    old_pid = supervised.worker_pids()[2]
+
+    async def scenario() -> tuple[list[Player], list[Player], dict[str, Any]]:
+        players = _players(settings, supervised.ws_url, 12)
+        tasks = await _start(players)
+        try:
+            on_w2 = {a["entity_id"] for a in (await asyncio.to_thread(supervised.actors, 2, "CharacterActor"))["actors"]}
+            moved = [p for p in players if p.character_id in on_w2]
+            request = urllib.request.Request(supervised.ops_url(2) + "/admin/drain", data=b"", method="POST")
+            answer = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(request, timeout=30).read()))
+            await asyncio.to_thread(wait_until, lambda: supervised.worker_pids().get(2) not in (None, old_pid),
+                                    15, "the supervisor starts worker 2 again")
+            await all_play_again(players, time.monotonic(), timeout=10)
+            await acting_for(players, 0.5)
+        finally:
+            await _stop(players, tasks)
+        return players, moved, answer
+
+    players, moved, answer = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert moved, "the kernel put no player on worker 2"
+    assert answer["status"] == "drained" and answer["parked"] == len(moved), answer
+    assert all(p.closes[1012] >= 1 and p.resumes["delta"] >= 1 for p in moved), [dict(p.resumes) for p in moved]
+    wait_until(lambda: http_status(supervised.ops_url(2) + "/readyz") == 200, 30, "the new worker 2 is ready")
+    assert "worker w2 exited (0)" in supervised.log()
+    _nothing_lost(settings, players)
