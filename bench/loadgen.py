@@ -77,6 +77,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=1, help="repeat the whole run; medians are reported")
     p.add_argument("--nodes", type=int, default=1,
                    help="server processes sharing the database and Redis; players spread round-robin")
+    p.add_argument("--workers", type=int, default=1,
+                   help="one server started as `serve --workers N` (one port, SO_REUSEPORT); its CPU is "
+                   "summed over the supervisor and the workers (default 1: a plain serve)")
     p.add_argument("--runtime", choices=["pooled", "threading"], default="pooled", help="actor runtime")
     p.add_argument("--plain-frames", action="store_true",
                    help="players ask for no protocol features (no events frames, no event in the ack)")
@@ -98,8 +101,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     if (args.players < 0 or args.idle < 0 or args.window < 1 or args.duration <= 0 or args.runs < 1
-            or args.nodes < 1):
-        p.error("players/idle must be >= 0, window >= 1, duration > 0, runs >= 1, nodes >= 1")
+            or args.nodes < 1 or args.workers < 1):
+        p.error("players/idle must be >= 0, window >= 1, duration > 0, runs >= 1, nodes/workers >= 1")
+    if args.workers > 1 and args.nodes > 1:
+        p.error("--workers and --nodes > 1 are two ways of running several processes: pick one")
     return args
 
 
@@ -246,18 +251,20 @@ class Bench:
         characters = await asyncio.to_thread(self.prepare_database, index)
         active, idle = characters[: args.players], characters[args.players:]
         prefix = f"tilehall-bench:{uuid.uuid4().hex[:8]}:"
+        workers = ["--workers", str(args.workers)] if args.workers > 1 else []
         servers = [
             ServerProcess(self.server_env(prefix), self.tmp / f"server-{index + 1}-{n + 1}.log",
-                          shlex.split(args.server_args), cwd=args.server_root)
+                          shlex.split(args.server_args) + workers, cwd=args.server_root)
             for n in range(args.nodes)
         ]
-        result: dict[str, Any] = {"run": index + 1, "nodes": args.nodes}
+        result: dict[str, Any] = {"run": index + 1, "nodes": args.nodes, "workers": args.workers}
         try:
             ports = [await server.start() for server in servers]
             urls = [f"ws://127.0.0.1:{port}/ws" for port in ports]
             checkpoints = await asyncio.to_thread(self.checkpoints)
             load = await run_load(urls, self.tokens(active), self.tokens(idle), args,
-                                  [server.pid for server in servers], label="server", quiet=args.quiet)
+                                  [pid for server in servers for pid in server.pids()], label="server",
+                                  quiet=args.quiet)
             result.update(load)
             result["pg_checkpoints_during_run"] = await asyncio.to_thread(self.checkpoints) - checkpoints
             result["storage"] = await asyncio.to_thread(
@@ -305,6 +312,8 @@ class Bench:
         })
         if args.pool_workers:
             env["TILEHALL_RUNTIME__POOL_WORKERS"] = str(args.pool_workers)
+        if args.workers > 1:
+            env["TILEHALL_SERVER__WORKER_OPS_PORT"] = str(_free_ports(args.workers))
         env["PYTHONPATH"] = str(args.server_root) + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
@@ -454,6 +463,13 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (``serve --workers``: the workers)."""
+        try:
+            return [self.pid] + [c.pid for c in psutil.Process(self.pid).children(recursive=True)]
+        except psutil.Error:
+            return [self.pid]
+
     async def start(self, timeout: float = 60.0) -> int:
         """Start and wait for 'tilehall is running'; returns the port."""
         self.log = open(self.log_path, "wb")
@@ -588,6 +604,9 @@ async def run_load(
         "server_rss_mib_peak": round(sampler.rss_peak / 2**20, 1),
         "server_threads_max": sampler.threads_max,
         "server_cpu_mean": round(sampler.cpu_mean(), 1),
+        # Efficiency: acked actions per second of server CPU (the CPU summed over its processes).
+        "acked_per_server_cpu_s": round(acked / measured / (sampler.cpu_mean() / 100), 1)
+        if sampler.cpu_mean() > 0 else None,
         "client_cpu_mean": round(sampler.client_cpu_mean(), 1),
         "machine_cpu_mean": round(sampler.system_cpu_mean(), 1),
         "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
@@ -741,7 +760,7 @@ _MEDIAN_KEYS = [
     ("acked_per_s",), ("p50_ms",), ("p95_ms",), ("p99_ms",), ("max_ms",), ("reject_total",),
     ("fan_out",), ("frames_per_action",), ("storage", "mean_batch"), ("storage", "commits_per_s"),
     ("server_rss_mib_peak",), ("server_threads_max",), ("server_rss_mib_after_login",),
-    ("server_cpu_mean",), ("client_cpu_mean",), ("machine_cpu_mean",), ("login_s",),
+    ("server_cpu_mean",), ("acked_per_server_cpu_s",), ("client_cpu_mean",), ("machine_cpu_mean",), ("login_s",),
     ("echo", "acked_per_s"), ("echo", "p50_ms"), ("echo", "p99_ms"),
     ("insert", "batch"), ("insert", "rows_per_s"), ("insert_max_batch", "rows_per_s"),
     ("cpu_s_per_1000",), ("echo", "cpu_s_per_1000"), ("ratios", "path_cost"),
@@ -787,6 +806,8 @@ def format_summary(report: dict[str, Any]) -> str:
             f"  fan-out {m.get('fan_out', float('nan')):.2f} events/action in "
             f"{m.get('frames_per_action', float('nan')):.2f} frames/action   mean batch "
             f"{m.get('storage.mean_batch', float('nan')):.1f} rows/commit   rejects {m.get('reject_total', 0):.0f}",
+            f"  efficiency {m.get('acked_per_server_cpu_s', float('nan')):,.0f} acked actions per server "
+            f"CPU-second ({report['runs'][0].get('workers', 1)} worker(s))",
             f"  server ({report['runs'][0].get('nodes', 1)} node process(es), summed): RSS peak "
             f"{m.get('server_rss_mib_peak', float('nan')):.0f} MiB, threads max "
             f"{m.get('server_threads_max', float('nan')):.0f}, CPU {m.get('server_cpu_mean', float('nan')):.0f}%;"
@@ -819,7 +840,8 @@ def _run_line(r: dict[str, Any]) -> str:
             f"p99 {r['p99_ms']:.1f} ms, rejects {r['rejects'] or 0}, fan-out {r['fan_out']} "
             f"in {r.get('frames_per_action')} frames, "
             f"batch {s.get('mean_batch')}, server {r['server_rss_mib_peak']:.0f} MiB "
-            f"{r['server_threads_max']} threads {r['server_cpu_mean']:.0f}% cpu, machine "
+            f"{r['server_threads_max']} threads {r['server_cpu_mean']:.0f}% cpu "
+            f"({r.get('acked_per_server_cpu_s') or float('nan'):,.0f} acked/cpu-s), machine "
             f"{r['machine_cpu_mean']:.0f}% busy, {r.get('pg_checkpoints_during_run', '?')} checkpoints")
     if "echo" in r:
         line += f"; echo {r['echo']['acked_per_s']:,.0f}/s"
@@ -863,6 +885,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_ports(n: int) -> int:
+    """A port p with p .. p + n - 1 all free now (``serve --workers``: each worker's own port),
+    below the ephemeral range, so no outgoing connection takes one before the workers bind."""
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(range_file.read_text().split()[0]) if range_file.exists() else 32768
+    for _ in range(200):
+        base = random.randrange(max(1024, low - 12000), low - n)
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def _ms(seconds: float) -> float:

@@ -8,6 +8,7 @@ Top-level settings map to ``TILEHALL_<NAME>`` (``TILEHALL_DATABASE_URL``); group
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -54,6 +55,20 @@ class ServerSettings(_Group):
             except ValueError:
                 raise ValueError(f"{net!r} is not an IP address or CIDR network") from None
         return v
+    # serve --workers: worker processes sharing host:port (SO_REUSEPORT); "auto" = os.cpu_count()
+    workers: int | Literal["auto"] = 1
+    worker_ops_port: int = Field(0, ge=0, le=65535)  # worker i's own port: this + i - 1; 0: port + i
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError("must be 1 to 1024 worker processes, or \"auto\"")
+        return v
+
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` runs (``"auto"``: one per CPU)."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
 
 class AuthSettings(_Group):

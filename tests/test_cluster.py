@@ -162,15 +162,22 @@ def zone_channel(key_prefix: str) -> str:
 
 
 def heard(sub: redis.client.PubSub, node: str, t: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The next message of type ``t`` that ``node`` published on the subscribed channel."""
+    """The next message of type ``t`` that ``node`` published on the subscribed channel (alone,
+    or within a ``batch`` of what queued together)."""
+    pending: list[dict[str, Any]] = sub.__dict__.setdefault("_unbatched", [])
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
-        raw = sub.get_message(timeout=left)
-        if raw is not None and raw["type"] == "message":
-            message = json.loads(raw["data"])
-            if message.get("node") == node and message.get("t") == t:
-                assert message["v"] == 1, message
-                return message
+        if not pending:
+            raw = sub.get_message(timeout=left)
+            if raw is None or raw["type"] != "message":
+                continue
+            envelope = json.loads(raw["data"])
+            assert envelope["v"] == 1, envelope
+            batch = envelope.get("batch")
+            pending.extend([{**m, "v": 1, "node": envelope["node"]} for m in batch] if batch else [envelope])
+        message = pending.pop(0)
+        if message.get("node") == node and message.get("t") == t:
+            return message
     raise AssertionError(f"{node} published no {t!r} message within {timeout:g} s")
 
 
@@ -350,4 +357,36 @@ def test_zone_messages_follow_the_wire_format(
         run(scenario())
     finally:
         sub.close()
+        client.close()
+
+
+def test_a_burst_travels_as_one_batch_in_order(redis_url: str, redis_prefix: str) -> None:
+    """What queues while the writer is busy goes as one Redis message (``batch``); the other
+    node gets each message in order, with the sender's node id."""
+    from storage.relay.zone_relay import ZoneRelay
+
+    client = redis.Redis.from_url(redis_url)
+    raw = client.pubsub()
+    raw.subscribe(zone_channel(redis_prefix))
+    assert raw.get_message(timeout=5)["type"] == "subscribe"
+    got: list[dict[str, Any]] = []
+    sender = ZoneRelay(client, redis_prefix, "default", "node-a", lambda m: None)
+    receiver = ZoneRelay(client, redis_prefix, "default", "node-b", got.append)
+    try:
+        assert receiver.start()
+        for i in range(200):  # queued before the writer runs: one batch
+            sender.publish({"t": "item", "item_id": f"i{i}"})
+        assert sender.start()
+        wait_until(lambda: len(got) >= 200, 5, "200 messages delivered")
+        assert [m["item_id"] for m in got] == [f"i{i}" for i in range(200)]
+        assert all(m["node"] == "node-a" and m["v"] == 1 for m in got)
+        texts = []
+        while (m := raw.get_message(timeout=0.5)) is not None:
+            if m["type"] == "message":
+                texts.append(json.loads(m["data"]))
+        assert len(texts) < 200 and texts[0]["node"] == "node-a" and len(texts[0]["batch"]) > 1, len(texts)
+    finally:
+        sender.close()
+        receiver.close()
+        raw.close()
         client.close()

@@ -75,8 +75,8 @@ def _split_bench(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def _with_listen_address(settings: Settings, args: argparse.Namespace) -> Settings:
-    """``serve --host/--port/--allow-remote-dev`` over every other source of settings."""
-    update = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    """``serve --host/--port/--workers/--allow-remote-dev`` over every other source of settings."""
+    update = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None}
     if getattr(args, "allow_remote_dev", False):
         update["allow_remote_dev"] = True
     if not update:
@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--allow-remote-dev", action="store_true",
                        help="let dev mode listen on a non-loopback address (anyone reaching it can log in as anyone)")
+    serve.add_argument("--workers", type=_worker_count, metavar="N|auto",
+                       help="worker processes sharing the port (SO_REUSEPORT), supervised; auto: one per CPU")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--worker-ops-port", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a dev-mode JWT for USER")
@@ -132,24 +136,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _worker_count(text: str) -> int | str:
+    """``--workers``: a count from 1 to 1024, or ``auto``."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError("must be a count from 1 to 1024, or auto")
+    return int(text)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the server until SIGTERM (drain, then stop), Ctrl-C (stop) or ``POST /admin/drain``
-    (which drained already), then shut down gracefully."""
+    (which drained already), then shut down gracefully. With ``server.workers`` above 1: the
+    supervisor of that many worker processes (:mod:`transport.workers`)."""
     from config.listen_guard import remote_dev_refusal
     from transport.node import Node
+    from transport.worker_role import WorkerRole
 
     if refusal := remote_dev_refusal(settings):
         raise _UsageError(refusal)
+    role = None
+    if getattr(args, "worker_index", None) is not None:
+        role = WorkerRole(args.worker_index, args.worker_ops_port or 0)
+    elif settings.server.worker_count() > 1:
+        from transport.workers import serve_workers
+
+        return serve_workers(settings, args.config)
 
     async def run() -> None:
-        node = Node(settings)
+        node = Node(settings, role)
         interrupted, terminated = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         loop.add_signal_handler(signal.SIGTERM, terminated.set)
         try:
             await node.start()
-            print(f"tilehall is running: open {node.url}", flush=True)
+            if role is None:
+                print(f"tilehall is running: open {node.url}", flush=True)
+            else:
+                log.info("worker %s is running: node %s, own port %d", role.name, node.node_id, role.ops_port)
             waits = [asyncio.ensure_future(e.wait()) for e in (interrupted, terminated, node.stop_requested)]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:

@@ -24,6 +24,7 @@ from tornado.ioloop import IOLoop
 
 from actors.vocabulary import ErrorCode
 from config.settings import Settings
+from transport.worker_role import WorkerRole, bind_listeners
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ async def _refuse(stream: tornado.iostream.IOStream) -> None:
         stream.close()
 
 
-def listen(app: tornado.web.Application, settings: Settings) -> tuple[CappedHTTPServer, int]:
-    """Bind ``server.host:server.port`` and serve ``app`` there; the server and its port."""
+def listen(
+    app: tornado.web.Application, settings: Settings, role: WorkerRole | None = None
+) -> tuple[CappedHTTPServer, int]:
+    """Bind ``server.host:server.port`` (shared with the other workers, plus the worker's own
+    port, when ``role`` is a worker's) and serve ``app`` there; the server and its port."""
     s = settings.server
     server = CappedHTTPServer(
         app,
@@ -92,6 +96,6 @@ def listen(app: tornado.web.Application, settings: Settings) -> tuple[CappedHTTP
         max_body_size=64 * 1024,
         xheaders=False,  # remote_ip is the TCP peer: see transport.peers
     )
-    sockets = tornado.netutil.bind_sockets(s.port, address=s.host, backlog=1024)
+    sockets, port = bind_listeners(s, role)
     server.add_sockets(sockets)
-    return server, sockets[0].getsockname()[1]
+    return server, port

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +47,7 @@ from transport.http_server import CappedHTTPServer, listen
 from transport.login_limit import LoginGate
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
+from transport.worker_role import WorkerRole, node_name
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ log = logging.getLogger(__name__)
 class Node:
     """Everything one server process owns; ``await start()`` then ``await stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.node_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    def __init__(self, settings: Settings, role: WorkerRole | None = None) -> None:
+        self.settings, self.role = settings, role  # role: one worker of ``serve --workers N``
+        self.node_id = f"{node_name(role)}-{uuid.uuid4().hex[:8]}"
         self.services: EmbeddedServices | None = None
         self.pool = None
         self.redis = None
@@ -122,7 +122,7 @@ class Node:
             zone=self.zone, publish=self.cluster.publish, parked=self.parked,
         )
         await self.cluster.start(self.zone)  # subscribes, then announces this node to the others
-        self.http_server, self.port = listen(make_app(self), self.settings)
+        self.http_server, self.port = listen(make_app(self), self.settings, self.role)
         self._maintenance = PeriodicCallback(
             self._run_maintenance, self.settings.storage.maintenance_interval_s * 1000
         )
