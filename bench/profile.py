@@ -18,11 +18,12 @@ from pathlib import Path
 
 __all__ = ["summarize", "main"]
 
-_HANDLER = re.compile(r"(\w+Actor)\.(on_\w+)")
+_HANDLER = re.compile(r"(\w+)\.(on_[A-Z]\w+)")
 # (place, substring of a frame), checked from the innermost frame outwards after the handler.
 _PLACES = [
     ("Tornado WebSocket read path", "_receive_frame"),
     ("frame writes", "write_frames"),
+    ("frame writes", "SocketConnection._flush"),
     ("frame writes", "write_message"),
     ("Tornado HTTP/IOStream", "iostream.py"),
     ("profile cache writer", "profile_cache"),
@@ -68,7 +69,7 @@ def summarize(text: str) -> tuple[int, Counter[str], Counter[str], Counter[str]]
         total += n
         place = _place(frames)
         places[place] += n
-        actors[place.split(".")[0] if "Actor." in place else place] += n
+        actors[place.split(".")[0] if _HANDLER.fullmatch(place) else place] += n
         for name, needles in _INGREDIENTS:
             if any(needle in f for f in frames for needle in needles):
                 ingredients[name] += n

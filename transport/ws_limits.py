@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop
 
 from actors.vocabulary import CloseCode, ErrorCode
 from transport.ports import NodePort
+from transport.ws_read import BufferedReadProtocol
 
 # A frame over Tornado's read cap (the application's websocket_max_message_size) is never held
 # in memory: its bytes are read and dropped, at most this many within this time, so the client
@@ -35,7 +36,7 @@ class _Handler(Protocol):
         """An ``error`` frame, then close with ``code``."""
 
 
-class CappedProtocol(tornado.websocket.WebSocketProtocol13):
+class CappedProtocol(BufferedReadProtocol):
     """Tornado's protocol 13, except that a frame over the read cap is answered like any frame
     over ``session.max_frame_bytes``: an ``error frame_too_large`` frame and close 1009.
 
