@@ -346,6 +346,14 @@ class RosterTick:
 
 
 @dataclass(frozen=True, slots=True)
+class Announce:
+    """An operator's message: an ``announcement`` system event to every session of this zone
+    on this node; the reply (to an ask) is how many sessions it reached."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotFor:
     """Reply WorldSnapshotReady to ``session`` (a resume that needs a fresh snapshot)."""
 

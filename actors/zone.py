@@ -36,6 +36,7 @@ from typing import Any
 from actors.base import TilehallActor, tell_if_alive
 from actors.messages import (
     AbilityContext,
+    Announce,
     DeliverEffect,
     DeliverEvent,
     EnterZone,
@@ -190,6 +191,16 @@ class ZoneActor(TilehallActor):
             str(uuid.uuid4()), WORLD_ID, "world", "system", payload, dt.datetime.now(dt.UTC)
         )
         self._deliver(WORLD_ID, body, (item.x, item.y), None, include_self=False)
+
+    def on_Announce(self, msg: Announce) -> int:
+        """An operator's ``announcement`` (of the world, not stored) to every local session;
+        answers how many sessions it was told to."""
+        payload = {"kind": "announcement", "text": msg.text}
+        body = self.codec.event_body_json(
+            str(uuid.uuid4()), WORLD_ID, "operator", "system", payload, dt.datetime.now(dt.UTC))
+        delivery = DeliverEvent(body)
+        return sum(tell_if_alive(m.session, delivery) for m in list(self.grid.members.values())
+                   if m.session is not None and m.node is None)
 
     def on_DeliverEffect(self, msg: DeliverEffect) -> None:
         """Forward an ability's effect to its target's character actor, here or on its node."""
