@@ -9,7 +9,9 @@ from __future__ import annotations
 import tornado.web
 
 from transport.http_admin import admin_routes
+from transport.http_console import console_routes
 from transport.http_faults import fault_routes
+from transport.http_operator import operator_routes
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
 from transport.http_web import web_routes
@@ -26,6 +28,8 @@ def make_app(node: NodePort) -> tornado.web.Application:
         (r"/ws", GameSocket, given),
         *ops_routes(given),
         *admin_routes(given),
+        *console_routes(given),
+        *operator_routes(given),
         *web_routes(node.settings.mode, given),
         *fault_routes(node.settings, given),
     ]
