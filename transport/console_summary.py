@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-import redis
 from tornado.ioloop import PeriodicCallback
 
 from actors.base import live_actors
@@ -153,7 +152,7 @@ class NodeConsole:
     def _withdraw(self) -> None:
         try:
             self.summaries.withdraw(self.node.node_id)
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis away or already closed: the TTL removes it
             log.debug("node summary not withdrawn: %r", exc)
 
     def _tick(self) -> None:
@@ -169,7 +168,7 @@ class NodeConsole:
     def _publish(self, summary: dict[str, Any]) -> None:
         try:
             self.summaries.publish(self.node.node_id, summary)
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis away (or closed at shutdown): the next tick tries again
             log.debug("node summary not published: %r", exc)
 
     def cluster(self) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ export function draw(onOpen) {
     entity.append(open);
     tr.append(el('td', r.class), entity, el('td', r.status), el('td', r.inbox_depth),
       el('td', r.messages_handled ?? '–'), el('td', r.last_message_age_s ?? '–'),
-      el('td', r.handling ?? (r.lookStuck ? 'stuck?' : 'idle')), el('td', (r.started_at || '').replace('T', ' ').slice(0, 19)));
+      el('td', r.handling ?? (r.lookStuck ? 'stuck?' : 'idle')), el('td', (r.started_at || '').slice(11, 19), { title: r.started_at || '' }));
     return tr;
   }));
 }

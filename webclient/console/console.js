@@ -10,11 +10,12 @@ const REFRESH_MS = 1000;
 const open = (urn) => openDetail(urn, open);
 let ticks = 0;
 let zone = null;
+let own = null; // this node's latest summary
 
 async function refresh() {
   const failures = [];
   const jobs = [
-    getJson('/debug/summary').then(renderSummary),
+    getJson('/debug/summary').then((s) => { own = s; renderSummary(s); }),
     getJson('/debug/actors').then((listing) => {
       renderActors(listing, open);
       zone = zone ?? listing.actors.find((r) => r.class === 'ZoneActor')?.entity_id ?? null;
@@ -23,8 +24,12 @@ async function refresh() {
     }),
     refreshDetail(open),
   ];
-  if (ticks++ % 2 === 0) jobs.push(getJson('/debug/cluster').then(renderCluster));
-  for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') failures.push(r.reason.message);
+  if (ticks % 2 === 0) jobs.push(getJson('/debug/cluster'));
+  ticks += 1;
+  const results = await Promise.allSettled(jobs);
+  for (const r of results) if (r.status === 'rejected') failures.push(r.reason.message);
+  const cluster = results[3];
+  if (cluster?.status === 'fulfilled') renderCluster(cluster.value, own);
   document.getElementById('refreshed').textContent = failures.length
     ? `refresh failed: ${failures.join('; ')}`
     : `updated ${new Date().toLocaleTimeString()}`;

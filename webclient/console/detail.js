@@ -71,6 +71,7 @@ async function kickSession(d) {
 export async function openDetail(urn, onOpen) {
   openUrn = urn;
   document.getElementById('detail').hidden = false;
+  document.body.classList.add('with-detail');
   await refreshDetail(onOpen);
 }
 
@@ -88,4 +89,5 @@ export async function refreshDetail(onOpen) {
 export function closeDetail() {
   openUrn = null;
   document.getElementById('detail').hidden = true;
+  document.body.classList.remove('with-detail');
 }

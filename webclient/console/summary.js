@@ -33,9 +33,12 @@ export function renderSummary(s) {
   stuckCard.classList.toggle('alert', s.stuck_actors > 0);
 }
 
-export function renderCluster(answer) {
+/** The cluster table; this node's row uses ``own`` (its summary just read), not the published copy. */
+export function renderCluster(answer, own = null) {
+  const nodes = answer.nodes.map((n) => (own && n.node_id === own.node_id ? own : n));
+  if (own && !nodes.some((n) => n.node_id === own.node_id)) nodes.push(own);
   const body = document.querySelector('#cluster tbody');
-  body.replaceChildren(...answer.nodes.map((n) => {
+  body.replaceChildren(...nodes.map((n) => {
     const tr = el('tr', null, { 'data-node': n.node_id });
     const name = el('td');
     const link = el('a', n.node_id, { href: n.console_url || '#' });
@@ -50,5 +53,5 @@ export function renderCluster(answer) {
   }));
   document.getElementById('cluster-note').textContent = answer.error
     ? `The cluster list is unavailable (${answer.message}); showing this node only.`
-    : `${answer.nodes.length} node${answer.nodes.length === 1 ? '' : 's'} publishing a summary within the last 10 s.`;
+    : `${nodes.length} node${nodes.length === 1 ? '' : 's'} publishing a summary within the last 10 s.`;
 }

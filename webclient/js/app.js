@@ -264,6 +264,8 @@ function onFatal({ kind, message, serverVersion }) {
     });
   } else if (kind === 'auth') {
     end(t.body);
+  } else if (kind === 'kicked') {
+    showModal({ title: t.title, body: t.body, kind: 'kicked', actions: [{ label: 'Sign in again', primary: true, onClick: () => { hideModal(); end(); } }] });
   } else {
     end(); // signed out on purpose: nothing to explain
   }
@@ -406,6 +408,7 @@ window.tilehall = {
   get stats() { return conn ? { ...conn.stats } : null; },
   get pending() { return conn ? conn.pendingActions().map((a) => ({ seq: a.seq, type: a.actionType })) : []; },
   get self() { return world.self ? { ...world.self } : null; },
+  get sessionId() { return conn?.sessionId ?? null; },
   get characters() { return [...world.characters.values()].map((c) => ({ ...c })); },
   statusLog,
   clientPoint: (x, y) => renderer.clientPoint(x, y),

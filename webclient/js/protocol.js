@@ -223,6 +223,9 @@ export class Connection extends EventTarget {
       case CloseCode.SESSION_REPLACED:
         this._fatal('replaced', said || 'You signed in somewhere else.');
         return;
+      case CloseCode.KICKED_BY_OPERATOR: // final: resuming would only find the session ended
+        this._fatal('kicked', said || kickedText(KickReason.OPERATOR));
+        return;
       case CloseCode.TOO_MANY:
         this._scheduleReconnect(said || 'Too many connections, waiting', null, TOO_MANY_BASE_MS);
         return;
@@ -532,6 +535,7 @@ function kickedText(reason) {
   if (reason === KickReason.SHUTDOWN) return 'The server is restarting';
   if (reason === KickReason.NODE_DRAINING) return 'Moving you to another server';
   if (reason === KickReason.LOGOUT) return 'Signed out';
+  if (reason === KickReason.OPERATOR) return 'An operator of this server ended your session.';
   return `The server ended this session (${reason})`;
 }
 
