@@ -159,7 +159,7 @@ def console_routes(given: dict[str, Any]) -> list[tuple]:
     document = {**given, "document": OPENAPI_PATH.read_bytes()}
     return [
         (r"/debug/?", ConsolePageHandler, files),
-        (r"/debug/console/([A-Za-z0-9_-]+\.(?:js|css))", ConsoleFileHandler, files),
+        (r"/debug/console/([^/]*)", ConsoleFileHandler, files),
         (r"/debug/sign-in", SignInHandler, given),
         (r"/debug/summary", SummaryHandler, given),
         (r"/debug/cluster", ClusterHandler, given),

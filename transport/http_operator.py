@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -25,6 +26,17 @@ from transport.http_console import ConsoleHandler
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 280  # as a chat line
+# Control characters (C0, DEL, C1), bidi overrides and lone surrogates: never in an announcement.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_BLANK = re.compile("[\\s\ufeff]*")  # what counts as blank (the API document says the same)
+
+
+def announcement_text(text: object) -> str | None:
+    """The announcement ``text`` stripped, or None when it is not 1 to 280 allowed characters
+    (docs/openapi.json expresses the same rule as a pattern)."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT or _FORBIDDEN.search(text) or _BLANK.fullmatch(text):
+        return None
+    return text.strip()
 
 
 def record(handler: ConsoleHandler, action: str, **what: Any) -> None:
@@ -70,10 +82,9 @@ class BroadcastHandler(ConsoleHandler):
         """200 ``{"status": "sent", "zone", "sessions": n}``; 400 for a bad body, 404 for another
         zone than this node's, 503 when the zone cannot answer."""
         body = _body(self)
-        text = None if body is None else body.get("text")
+        text = None if body is None else announcement_text(body.get("text"))
         zone = self.node.world.map_id if self.node.zone is not None else None
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT \
-                or not text.isprintable() or set(body) - {"text", "zone"}:
+        if text is None or set(body) - {"text", "zone"}:
             self._refuse(400, "bad_request", f'send {{"text": "1 to {MAX_TEXT} printable characters", "zone"?: "map id"}}')
             return
         wanted = body.get("zone", zone)
@@ -84,11 +95,11 @@ class BroadcastHandler(ConsoleHandler):
             self._refuse(404, "not_found", f"this node serves zone {zone}, not {wanted}")
             return
         try:
-            reached = await ask_async(self.node.zone, Announce(text.strip()), timeout=5.0)
+            reached = await ask_async(self.node.zone, Announce(text), timeout=5.0)
         except Exception as exc:  # the zone stopped or did not answer in time
             self._refuse(503, "unavailable", f"the zone did not answer: {type(exc).__name__}")
             return
-        record(self, "broadcast", zone=zone, sessions=reached, text=text.strip())
+        record(self, "broadcast", zone=zone, sessions=reached, text=text)
         self.send_json(200, {"status": "sent", "zone": zone, "sessions": reached, "node_id": self.node.node_id})
 
 
