@@ -348,7 +348,7 @@ class RosterTick:
 @dataclass(frozen=True, slots=True)
 class Announce:
     """An operator's message: an ``announcement`` system event to every session of this zone
-    on this node; the reply (to an ask) is how many sessions it reached."""
+    (the other nodes' too); the reply (to an ask) is how many sessions of this node it reached."""
 
     text: str
 

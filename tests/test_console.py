@@ -135,6 +135,28 @@ def test_broadcast_reaches_the_zone_and_bad_bodies_are_refused(live_server: Any)
     assert call(live_server.url + "/admin/broadcast", "POST", {"text": "hi", "zone": "elsewhere"})[0] == 404
 
 
+def test_broadcast_reaches_the_zone_on_the_other_nodes_too(start_server: Any) -> None:
+    one, two = start_server(), start_server()
+
+    def zone_of_one_hears_two() -> bool:
+        listing = json.loads(call(one.url + "/debug/actors?class=ZoneActor")[2])
+        details = [json.loads(call(one.url + "/debug/actors/" + r["urn"])[2]) for r in listing["actors"]]
+        return any(d["detail"]["peers"] == [two.node.node_id] for d in details)
+
+    poll(zone_of_one_hears_two, bool, timeout=10)
+
+    async def play() -> None:
+        bob = await login(two.ws_url, issue_dev_token(two.settings, "console-far"))
+        status, _, body = call(one.url + "/admin/broadcast", "POST", {"text": "all nodes hear this"})
+        assert status == 200 and json.loads(body)["sessions"] == 0, body  # none on node one
+        event = await bob.read_until(
+            lambda f: f["type"] == "event" and f["payload"].get("kind") == "announcement", timeout=5)
+        assert event["payload"]["text"] == "all nodes hear this"
+        bob.close()
+
+    asyncio.run(play())
+
+
 def test_admin_token_via_the_sign_in_cookie(start_server: Any) -> None:
     server = start_server(admin_token="s3cret-token")
     status, _, body = call(server.url + "/debug/", headers={"Accept": "text/html"})

@@ -3,7 +3,7 @@
 - ``POST /admin/sessions/{session_id}/kick``: end one session of this node; the player gets
   ``kicked {reason: "operator"}`` and close 4010 (the web client does not resume it);
 - ``POST /admin/broadcast`` ``{"text": ..., "zone"?: map id}``: an ``announcement`` system event
-  to every session of the zone on this node;
+  to every session of the zone, on this node and (over the zone link) on the others;
 - ``POST /admin/drain`` (:mod:`transport.http_admin`).
 
 Each is guarded by the admin token (:class:`transport.http_console.ConsoleHandler`), logged
@@ -76,7 +76,8 @@ class KickHandler(ConsoleHandler):
 
 
 class BroadcastHandler(ConsoleHandler):
-    """An operator's announcement to the zone's sessions on this node."""
+    """An operator's announcement to the zone's sessions (every node; ``sessions`` counts this
+    node's)."""
 
     async def post(self) -> None:
         """200 ``{"status": "sent", "zone", "sessions": n}``; 400 for a bad body, 404 for another

@@ -50,10 +50,10 @@ document.getElementById('broadcast').addEventListener('submit', async (e) => {
   const zoneName = document.getElementById('broadcast-zone').value.trim();
   const text = document.getElementById('broadcast-text').value.trim();
   if (!text) return;
-  if (!(await confirmAction(`Send "${text}" to every player of zone ${zoneName} on this node?`, 'Broadcast'))) return;
+  if (!(await confirmAction(`Send "${text}" to every player of zone ${zoneName} (on every node)?`, 'Broadcast'))) return;
   try {
     const a = await postJson('/admin/broadcast', { zone: zoneName, text });
-    result(`Broadcast to ${a.sessions} session${a.sessions === 1 ? '' : 's'} of zone ${a.zone}.`);
+    result(`Broadcast to ${a.sessions} session${a.sessions === 1 ? '' : 's'} of zone ${a.zone} on this node, and to the other nodes' players.`);
   } catch (err) {
     result(`Broadcast failed: ${err.message}`);
   }
