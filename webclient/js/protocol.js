@@ -300,6 +300,7 @@ export class Connection extends EventTarget {
         }
         this._setStatus(STATUS.TERMINATING, { reason: this._lastError.message });
         if (f.reason === KickReason.SESSION_REPLACED) this._fatal('replaced', this._lastError.message);
+        if (f.reason === KickReason.OPERATOR) this._fatal('kicked', this._lastError.message);
         return;
       case 'error':
         this._lastError = { code: f.code, message: f.message || f.code };
