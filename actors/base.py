@@ -58,8 +58,7 @@ class _TypedIntrospectedActor:
     messages_handled: int = 0
     last_message_at: float | None = None
     started_at: float | None = None
-    handling: str | None = None
-    """The type of the message being handled now (None between messages)."""
+    _handling: type | None = None  # the type of the message being handled now (its thread writes)
 
     _message_counts: dict[type, int] | None = None  # message type -> handled (its thread writes)
 
@@ -79,16 +78,15 @@ class _TypedIntrospectedActor:
     def _handle_receive(self, message: Any) -> Any:
         self.messages_handled += 1
         self.last_message_at = time.time()
-        mtype = type(message)
+        mtype = self._handling = type(message)  # its name is looked up by readers, not here
         counts = self._message_counts
         if counts is None:
             counts = self._message_counts = {}
         counts[mtype] = counts.get(mtype, 0) + 1
-        self.handling = mtype.__name__
         try:
             return super()._handle_receive(message)  # type: ignore[misc]
         finally:
-            self.handling = None
+            self._handling = None
 
     def on_receive(self, message: Any) -> Any:
         """Dispatch ``message`` to ``self.on_<ClassName>(message)``; its return is the reply."""
@@ -124,7 +122,7 @@ class _TypedIntrospectedActor:
             "messages_handled": self.messages_handled,
             "last_message_at": self.last_message_at,
             "started_at": self.started_at,
-            "handling": self.handling,
+            "handling": _name(self._handling),
         }
 
     def message_counts(self) -> dict[str, int]:
@@ -142,6 +140,10 @@ class _TypedIntrospectedActor:
 
     def _runtime_name(self) -> str:
         return "thread"
+
+
+def _name(mtype: type | None) -> str | None:
+    return None if mtype is None else mtype.__name__
 
 
 def _inbox_depth(inbox: Any) -> int:

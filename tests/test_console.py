@@ -17,6 +17,7 @@ from wsclient import login
 
 from actors.vocabulary import CloseCode, KickReason
 from transport.auth import issue_dev_token
+from transport.console_summary import STUCK_AFTER_S, looks_stuck
 
 
 def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
@@ -34,6 +35,22 @@ def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str
 def operator_actions(server: Any, action: str) -> float:
     return server.node.metrics.registry.get_sample_value(
         "tilehall_operator_actions_total", {"action": action}) or 0.0
+
+
+def test_what_looks_stuck() -> None:
+    now = 1000.0
+    long_ago, just_now = now - STUCK_AFTER_S - 1, now - 0.1
+
+    def snap(**over: Any) -> dict[str, Any]:
+        return {"inbox_depth": 0, "handling": None, "last_message_at": long_ago, "started_at": long_ago - 10, **over}
+
+    assert not looks_stuck(snap(), now)  # idle for long, nothing waiting: fine
+    assert looks_stuck(snap(inbox_depth=3), now)  # messages wait, none handled for long
+    assert not looks_stuck(snap(inbox_depth=3, last_message_at=just_now), now)  # busy, but moving
+    assert looks_stuck(snap(handling="Persist"), now)  # one handler for long
+    assert not looks_stuck(snap(handling="Persist", last_message_at=just_now), now)
+    assert looks_stuck(snap(inbox_depth=1, last_message_at=None), now)  # never handled one
+    assert not looks_stuck(snap(inbox_depth=1, last_message_at=None, started_at=just_now), now)
 
 
 def test_page_and_files_are_served(live_server: Any) -> None:
