@@ -5,6 +5,7 @@ examples per operation)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,8 +19,10 @@ from typing import Any
 
 import pytest
 from nodes import make_settings
+from wsclient import login
 
 from transport.app import make_app
+from transport.auth import issue_dev_token
 from transport.http_console import OPENAPI_PATH
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,9 +95,30 @@ def _st() -> str:
     return found
 
 
-def test_schemathesis_finds_no_failure(start_server: Any) -> None:
+def _live_ids(server: Any) -> tuple[str, str, Any]:
+    """A logged-in player's (character_id, session_id) and its client, so the run reaches the
+    200 answers of the profile read and the kick, not only their 404s."""
+    async def play() -> Any:
+        return await login(server.ws_url, issue_dev_token(server.settings, "openapi-player"))
+
+    client = asyncio.run(play())
+    return client.welcome["character"]["character_id"], client.welcome["session_id"], client
+
+
+def test_schemathesis_finds_no_failure(start_server: Any, tmp_path: Path) -> None:
     server = start_server(admin_token=ADMIN_TOKEN)
-    cmd = [_st(), "--no-color", "--config-file", str(CONFIG), "run", str(OPENAPI_PATH), "--url", server.url,
+    character_id, session_id, _client = _live_ids(server)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG.read_text("utf-8") + f"""
+[[operations]]
+include-operation-id = "characterProfile"
+parameters = {{ character_id = "{character_id}" }}
+
+[[operations]]
+include-operation-id = "kickSession"
+parameters = {{ session_id = "{session_id}" }}
+""", encoding="utf-8")
+    cmd = [_st(), "--no-color", "--config-file", str(config), "run", str(OPENAPI_PATH), "--url", server.url,
            "-H", f"Authorization: Bearer {ADMIN_TOKEN}", "--max-examples", "20",
            "--phases", "examples,coverage,fuzzing", "--workers", "2", "--request-timeout", "10",
            "--seed", os.environ.get("TILEHALL_SCHEMATHESIS_SEED", "20261202")]
