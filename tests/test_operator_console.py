@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -111,7 +112,9 @@ def test_detail_counts_messages_by_type(live_server: Any) -> None:
     asyncio.run(play())
 
 
-def test_kick_closes_the_socket_with_a_readable_frame_and_is_counted(live_server: Any) -> None:
+def test_kick_closes_the_socket_with_a_readable_frame_and_is_counted(live_server: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="transport.http_operator")
+
     async def play() -> None:
         alice = await login(live_server.ws_url, issue_dev_token(live_server.settings, "console-kick"))
         session_id = alice.welcome["session_id"]
@@ -122,6 +125,8 @@ def test_kick_closes_the_socket_with_a_readable_frame_and_is_counted(live_server
         assert code == CloseCode.KICKED_BY_OPERATOR
         assert {"type": "kicked", "reason": KickReason.OPERATOR} in alice.history
         assert operator_actions(live_server, "kick") == before + 1
+        logged = [r for r in caplog.records if getattr(r, "operator_action", None) == "kick"]
+        assert logged and logged[0].session_id == session_id and "127.0.0.1" in logged[0].getMessage()
         # The session is gone: a second kick finds nothing.
         poll(lambda: call(live_server.url + f"/admin/sessions/{session_id}/kick", "POST", {})[0], lambda s: s == 404)
         assert call(live_server.url + "/admin/sessions/not-a-uuid/kick", "POST", {})[0] == 404
@@ -150,6 +155,21 @@ def test_broadcast_reaches_the_zone_and_bad_bodies_are_refused(live_server: Any)
         assert call(live_server.url + "/admin/broadcast", "POST", bad)[0] == 400, bad
     assert call(live_server.url + "/admin/broadcast", "POST", raw=b"{not json")[0] == 400
     assert call(live_server.url + "/admin/broadcast", "POST", {"text": "hi", "zone": "elsewhere"})[0] == 404
+
+
+def test_drain_from_the_console_is_counted(live_server: Any) -> None:
+    async def play() -> None:
+        alice = await login(live_server.ws_url, issue_dev_token(live_server.settings, "console-drain"))
+        status, _, body = call(live_server.url + "/admin/drain", "POST", {})
+        assert status == 200 and json.loads(body)["parked"] == 1, body
+        code, _ = await alice.wait_closed(5)
+        assert code == CloseCode.SERVICE_RESTART
+        assert operator_actions(live_server, "drain") == 1
+        poll(live_server.node.stop_requested.is_set, bool)  # set just after the answer
+        summary = json.loads(call(live_server.url + "/debug/summary")[2])
+        assert summary["health"] == "draining"
+
+    asyncio.run(play())
 
 
 def test_broadcast_reaches_the_zone_on_the_other_nodes_too(start_server: Any) -> None:
