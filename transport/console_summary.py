@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -227,5 +228,14 @@ class NodeConsole:
 
 
 def _console_url(node: Any) -> str | None:
-    url = getattr(node, "url", None)
-    return None if url is None or getattr(node, "port", None) is None else url + "debug/"
+    """Where the other nodes' consoles link to this one: its listening address, or the host's
+    name when it listens on every interface (127.0.0.1 would point at the reader's own host)."""
+    port = getattr(node, "port", None)
+    if port is None:
+        return None
+    host = node.settings.server.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/debug/"
