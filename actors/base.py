@@ -58,6 +58,9 @@ class _TypedIntrospectedActor:
     messages_handled: int = 0
     last_message_at: float | None = None
     started_at: float | None = None
+    _handling: type | None = None  # the type of the message being handled now (its thread writes)
+
+    _message_counts: dict[type, int] | None = None  # message type -> handled (its thread writes)
 
     # Per-class cache: message type -> handler function (None when there is none).
     _handlers: ClassVar[dict[type, Any]] = {}
@@ -75,7 +78,15 @@ class _TypedIntrospectedActor:
     def _handle_receive(self, message: Any) -> Any:
         self.messages_handled += 1
         self.last_message_at = time.time()
-        return super()._handle_receive(message)  # type: ignore[misc]
+        mtype = self._handling = type(message)  # its name is looked up by readers, not here
+        counts = self._message_counts
+        if counts is None:
+            counts = self._message_counts = {}
+        counts[mtype] = counts.get(mtype, 0) + 1
+        try:
+            return super()._handle_receive(message)  # type: ignore[misc]
+        finally:
+            self._handling = None
 
     def on_receive(self, message: Any) -> Any:
         """Dispatch ``message`` to ``self.on_<ClassName>(message)``; its return is the reply."""
@@ -111,7 +122,16 @@ class _TypedIntrospectedActor:
             "messages_handled": self.messages_handled,
             "last_message_at": self.last_message_at,
             "started_at": self.started_at,
+            "handling": _name(self._handling),
         }
+
+    def message_counts(self) -> dict[str, int]:
+        """Messages handled so far by type name, read from any thread without a lock (one C-level
+        copy of a dict the actor's own thread only adds to or bumps; the GIL makes it atomic)."""
+        counts = self._message_counts
+        if counts is None:
+            return {}
+        return {t.__name__: n for t, n in sorted(counts.copy().items(), key=lambda kv: -kv[1])}
 
     def describe(self) -> dict[str, Any]:
         """Detail for /debug/actors/{urn}; override. Called from other threads: read only
@@ -120,6 +140,10 @@ class _TypedIntrospectedActor:
 
     def _runtime_name(self) -> str:
         return "thread"
+
+
+def _name(mtype: type | None) -> str | None:
+    return None if mtype is None else mtype.__name__
 
 
 def _inbox_depth(inbox: Any) -> int:
@@ -175,6 +199,7 @@ def live_actors() -> list[dict[str, Any]]:
                     "messages_handled": None,
                     "last_message_at": None,
                     "started_at": None,
+                    "handling": None,
                 }
             )
     return out
@@ -223,6 +248,8 @@ def published_detail(urn: str) -> dict[str, Any] | None:
     except Exception as exc:
         row["detail"] = None
         row["detail_error"] = f"{type(exc).__name__}: {exc}"
+    counts = getattr(actor, "message_counts", None)
+    row["message_counts"] = counts() if counts is not None else {}
     return row
 
 

@@ -350,6 +350,14 @@ class RosterTick:
 
 
 @dataclass(frozen=True, slots=True)
+class Announce:
+    """An operator's message: an ``announcement`` system event to every session of this zone
+    (the other nodes' too); the reply (to an ask) is how many sessions of this node it reached."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotFor:
     """Reply WorldSnapshotReady to ``session`` (a resume that needs a fresh snapshot)."""
 

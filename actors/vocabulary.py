@@ -32,6 +32,7 @@ class CloseCode(IntEnum):
     RECONNECT_INVALID = 4004
     IDLE_TIMEOUT = 4008
     SESSION_REPLACED = 4009
+    KICKED_BY_OPERATOR = 4010
     TOO_MANY = 4029
 
 
@@ -64,6 +65,7 @@ class KickReason(StrEnum):
     SHUTDOWN = "shutdown"
     LOGOUT = "logout"
     NODE_DRAINING = "node_draining"  # this server is restarting: resume at once (elsewhere)
+    OPERATOR = "operator"  # an operator ended the session from the console (no automatic resume)
 
 
 # The close that follows an error/kick with this code when it ends the session. bad_frame and
@@ -92,6 +94,7 @@ ERROR_CLOSE_CODES: dict[str, CloseCode] = {
     KickReason.SHUTDOWN: CloseCode.GOING_AWAY,
     KickReason.LOGOUT: CloseCode.NORMAL,
     KickReason.NODE_DRAINING: CloseCode.SERVICE_RESTART,
+    KickReason.OPERATOR: CloseCode.KICKED_BY_OPERATOR,
 }
 
 
@@ -134,5 +137,6 @@ SYSTEM_EVENT_KINDS = (
     "in_view",
     "out_of_view",
     "item_spawned",
+    "announcement",
 )
 """``payload.kind`` of a ``system`` event."""

@@ -36,6 +36,7 @@ from typing import Any
 from actors.base import TilehallActor, tell_if_alive
 from actors.messages import (
     AbilityContext,
+    Announce,
     DeliverEffect,
     DeliverEvent,
     EnterZone,
@@ -90,6 +91,7 @@ class ZoneActor(TilehallActor):
             world.map_id, link, peer_timeout_s, self.grid,
             show=self._show, deliver=self._peer_deliver, item_moved=self._peer_item,
             taken=lambda: sorted(self.taken_here), node_gone=self._node_gone, bounds=(world.width, world.height),
+            announced=self._deliver_to_all,
         )
         self.debug_status = "0 characters"
 
@@ -190,6 +192,20 @@ class ZoneActor(TilehallActor):
             str(uuid.uuid4()), WORLD_ID, "world", "system", payload, dt.datetime.now(dt.UTC)
         )
         self._deliver(WORLD_ID, body, (item.x, item.y), None, include_self=False)
+
+    def on_Announce(self, msg: Announce) -> int:
+        """An operator's ``announcement`` (of the world, not stored) to every session of the
+        zone, here and on the other nodes; answers how many sessions of this node it reached."""
+        payload = {"kind": "announcement", "text": msg.text}
+        body = self.codec.event_body_json(
+            str(uuid.uuid4()), WORLD_ID, "operator", "system", payload, dt.datetime.now(dt.UTC))
+        self.peers.announce(body)
+        return self._deliver_to_all(body)
+
+    def _deliver_to_all(self, body: str) -> int:
+        delivery = DeliverEvent(body)
+        return sum(tell_if_alive(m.session, delivery) for m in list(self.grid.members.values())
+                   if m.session is not None and m.node is None)
 
     def on_DeliverEffect(self, msg: DeliverEffect) -> None:
         """Forward an ability's effect to its target's character actor, here or on its node."""

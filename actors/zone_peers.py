@@ -42,8 +42,10 @@ Taken = Callable[[], list[str]]
 """The items this node's players took that are not back on the map yet (for the roster)."""
 NodeGone = Callable[[str], None]
 """A node went quiet or said bye: what it held must not stay held for ever."""
+Announced = Callable[[str], None]
+"""(event body): an operator's announcement from another node, for every local session."""
 
-KINDS = frozenset({"roster", "bye", "enter", "leave", "event", "item", "effect"})
+KINDS = frozenset({"roster", "bye", "enter", "leave", "event", "item", "effect", "announce"})
 MAX_AMOUNT = 10_000  # an effect's amount above this is not from a sane peer (max_health ≤ 10 000)
 MAX_ID = 128  # ids and names longer than this are refused
 
@@ -125,6 +127,10 @@ def parse_peer_message(m: Any, bounds: tuple[int, int] | None = None) -> dict[st
         out["body"] = m["body"]
         out["from"] = None if m.get("from") is None else _tile(m["from"], bounds)
         out["member"] = _bool(m.get("member", True), "member")
+    elif kind == "announce":
+        if not isinstance(m.get("body"), str):
+            raise PeerMessageError("body must be a string")
+        out["body"] = m["body"]
     elif kind == "item":
         out["item_id"] = _str(m.get("item_id"), "item_id")
         out["on_map"] = _bool(m.get("on_map"), "on_map")
@@ -147,6 +153,7 @@ class ZonePeers:
         self, zone_id: str, link: ZoneLink | None, timeout_s: float, grid: ZoneGrid, *,
         show: Show, deliver: Deliver, item_moved: ItemMoved, taken: Taken = list,
         node_gone: NodeGone | None = None, bounds: tuple[int, int] | None = None,
+        announced: Announced | None = None,
     ) -> None:
         self.zone_id = zone_id
         self.link = link
@@ -158,6 +165,7 @@ class ZonePeers:
         self._item_moved = item_moved
         self._taken = taken
         self._node_gone = node_gone
+        self._announced = announced
         self.bounds = bounds
 
     def linked(self) -> bool:
@@ -198,6 +206,11 @@ class ZonePeers:
             self.link.publish({"t": "event", "view": public_view(view), "body": body,
                                "from": list(old) if old is not None else None, "member": member})
 
+    def announce(self, body: str) -> None:
+        """An operator's announcement (an event body) for every session of the zone elsewhere."""
+        if self.linked():
+            self.link.publish({"t": "announce", "body": body})
+
     def tick(self) -> None:
         """Tell the other nodes who is here; forget the nodes that stopped telling us."""
         if self.link is not None:
@@ -237,6 +250,9 @@ class ZonePeers:
             self._peer_event(node, m["view"], m["body"], m["from"], m["member"])
         elif kind == "item":
             self._item_moved(node, m["item_id"], m["on_map"])
+        elif kind == "announce":
+            if self._announced is not None:
+                self._announced(m["body"])
         elif kind == "effect":
             member = self.grid.members.get(m["target"])
             if member is not None and member.node is None:

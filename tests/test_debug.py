@@ -215,6 +215,7 @@ def test_listing_answers_while_an_actor_is_blocked(live_server: Any) -> None:
         row = next(r for r in listing["actors"] if r["urn"] == stuck.actor_urn)
         assert (row["class"], row["entity_id"], row["status"]) == ("StuckActor", "stuck-1", "blocked on an event")
         assert row["inbox_depth"] == 3
+        assert row["handling"] == "Gate"  # what it is doing now, read while it does it
         status, _, body = get(live_server.url + "/debug/actors/" + stuck.actor_urn)
         assert status == 200 and json.loads(body)["detail"] == {"note": "blocks until released"}
         _, _, metrics = get(live_server.url + "/metrics")

@@ -447,6 +447,8 @@ def test_close_codes_match_the_design() -> None:
         "SERVICE_RESTART": 1012, "TRY_AGAIN_LATER": 1013,
         "VERSION_MISMATCH": 4000, "BAD_TOKEN": 4001, "TOKEN_EXPIRED": 4002, "CHARACTER_NOT_OWNED": 4003,
         "RECONNECT_INVALID": 4004, "IDLE_TIMEOUT": 4008, "SESSION_REPLACED": 4009, "TOO_MANY": 4029,
+        # Not in the design's list (it has no operator actions): an operator's kick, issue 14.
+        "KICKED_BY_OPERATOR": 4010,
     }
 
 

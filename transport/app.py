@@ -10,7 +10,10 @@ import tornado.web
 
 from transport.http_admin import admin_routes
 from transport.http_auth import auth_routes
+from transport.http_console import console_routes
 from transport.http_faults import fault_routes
+from transport.http_methods import allow_header_transform
+from transport.http_operator import operator_routes
 from transport.http_ops import ops_routes
 from transport.http_probes import HealthHandler, ReadyHandler
 from transport.http_web import web_routes
@@ -27,15 +30,19 @@ def make_app(node: NodePort) -> tornado.web.Application:
         (r"/ws", GameSocket, given),
         *ops_routes(given),
         *admin_routes(given),
+        *console_routes(given),
+        *operator_routes(given),
         *web_routes(node.settings.mode, given),
         *auth_routes(node.settings),
         *fault_routes(node.settings, given),
     ]
     s = node.settings.server
-    return tornado.web.Application(
+    app = tornado.web.Application(
         routes,
         node=node,  # for the probes, which read it from the application settings
         websocket_max_message_size=64 * 1024,
         websocket_ping_interval=s.websocket_ping_interval_s,
         websocket_ping_timeout=s.websocket_ping_timeout_s,
     )
+    app.add_transform(allow_header_transform(routes))
+    return app

@@ -21,6 +21,7 @@ from tornado.escape import url_escape, xhtml_escape
 from tornado.ioloop import IOLoop
 
 from actors.base import live_actors, published_detail
+from transport.console_summary import looks_stuck
 from transport.peers import is_direct_local, is_loopback
 from transport.ports import NodePort
 
@@ -126,6 +127,7 @@ def _row(snap: dict[str, Any], now: float) -> dict[str, Any]:
     last = snap.get("last_message_at")
     row = dict(snap)
     row["last_message_age_s"] = None if last is None else round(max(0.0, now - last), 3)
+    row["stuck"] = looks_stuck(snap, now)
     row["last_message_at"] = _iso(last)
     row["started_at"] = _iso(snap.get("started_at"))
     return row

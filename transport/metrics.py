@@ -24,6 +24,7 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
                    0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 SESSION_STATUSES = ("connecting", "active", "reconnecting", "terminating")
+OPERATOR_ACTIONS = ("kick", "broadcast", "drain")
 
 
 class ActorCollector(Collector):
@@ -140,6 +141,11 @@ class Metrics:
         self.cluster_dropped = Counter(
             "tilehall_cluster_messages_dropped",
             "zone messages not published to the other nodes (Redis away or the queue full)", registry=r)
+        self.operator_actions = Counter(
+            "tilehall_operator_actions", "operator actions taken through the console or the admin API, by action",
+            ["action"], registry=r)
+        for action in OPERATOR_ACTIONS:
+            self.operator_actions.labels(action)
         r.register(ActorCollector())
         r.register(SessionCollector(session_statuses))
         for code in RejectCode:

@@ -43,6 +43,7 @@ from transport.app import make_app
 from transport.auth import TokenVerifier
 from transport.cluster import Cluster
 from transport.codec import CODEC
+from transport.console_summary import NodeConsole
 from transport.http_server import CappedHTTPServer, listen
 from transport.login_limit import LoginGate
 from transport.metrics import Metrics
@@ -72,6 +73,7 @@ class Node:
         self.draining = False  # drain() began: unready, no new session, sessions move away
         self.stop_requested = asyncio.Event()  # POST /admin/drain: the process should exit
         self.metrics = Metrics(self._session_statuses)
+        self.console = NodeConsole(self)  # the operators' console: this node's summary, published
         self.verifier = TokenVerifier(settings)
         self.login_gate = LoginGate(settings)
         self.world = load_map(settings.game.map)
@@ -131,6 +133,7 @@ class Node:
         self._liveness.start()
         self._lease_timer = PeriodicCallback(self.directory.refresh_leases, LEASE_REFRESH_S * 1000)
         self._lease_timer.start()
+        self.console.start()
         log.info("tilehall %s listening on %s", self.settings.mode, self.url)
 
     def _start_storage(self) -> None:
@@ -326,7 +329,7 @@ class Node:
         self.stopping = True
         if self.cluster is not None:
             self.cluster.stop()  # the other nodes drop our characters at once
-        for timer in (self._maintenance, self._liveness, self._lease_timer):
+        for timer in (self._maintenance, self._liveness, self._lease_timer, self.console):
             if timer:
                 timer.stop()
         if self.http_server:

@@ -27,6 +27,9 @@ class NodePort(Protocol):
     stop_requested: asyncio.Event  # the process should exit (after POST /admin/drain)
     directory: SessionDirectory | None
     broken: list[str]  # shared parts that died: no new session can start
+    console: Any  # transport.console_summary.NodeConsole: the node's summary for the console
+    zone: Any  # the ZoneActor's ref (None before start)
+    world: Any  # actors.world_map.WorldMap: the zone's map
 
     def register_socket(self, socket: Any) -> bool:
         """Count an open socket; False when the server is at its connection cap."""

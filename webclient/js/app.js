@@ -270,6 +270,8 @@ function onFatal({ kind, message, serverVersion }) {
     });
   } else if (kind === 'auth') {
     end(t.body);
+  } else if (kind === 'kicked') {
+    showModal({ title: t.title, body: t.body, kind: 'kicked', actions: [{ label: 'Sign in again', primary: true, onClick: () => { hideModal(); end(); } }] });
   } else {
     end('', { signOut: true }); // signed out on purpose: nothing to explain
   }
@@ -413,6 +415,7 @@ window.tilehall = {
   get pending() { return conn ? conn.pendingActions().map((a) => ({ seq: a.seq, type: a.actionType })) : []; },
   get self() { return world.self ? { ...world.self } : null; },
   get signIn() { return keeper ? { kind: keeper.oidc ? 'oidc' : keeper.devName ? 'dev' : 'token', expiresAtMs: keeper.expiresAtMs } : null; },
+  get sessionId() { return conn?.sessionId ?? null; },
   get characters() { return [...world.characters.values()].map((c) => ({ ...c })); },
   statusLog,
   clientPoint: (x, y) => renderer.clientPoint(x, y),

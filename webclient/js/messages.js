@@ -40,6 +40,8 @@ export function fatalText(kind, { message, serverVersion, clientVersion }) {
       return { title: 'Signed in elsewhere', body: message || 'You signed in from another tab or device, so this one was disconnected.' };
     case 'auth':
       return { title: 'Please sign in again', body: message || 'The server did not accept your sign-in.' };
+    case 'kicked':
+      return { title: 'Disconnected by an operator', body: message || 'An operator of this server ended your session.' };
     default:
       return { title: 'Signed out', body: message || '' };
   }

@@ -228,6 +228,9 @@ export class Connection extends EventTarget {
       case CloseCode.SESSION_REPLACED:
         this._fatal('replaced', said || 'You signed in somewhere else.');
         return;
+      case CloseCode.KICKED_BY_OPERATOR: // final: resuming would only find the session ended
+        this._fatal('kicked', said || kickedText(KickReason.OPERATOR));
+        return;
       case CloseCode.TOO_MANY:
         this._scheduleReconnect(said || 'Too many connections, waiting', null, TOO_MANY_BASE_MS);
         return;
@@ -305,6 +308,7 @@ export class Connection extends EventTarget {
         }
         this._setStatus(STATUS.TERMINATING, { reason: this._lastError.message });
         if (f.reason === KickReason.SESSION_REPLACED) this._fatal('replaced', this._lastError.message);
+        if (f.reason === KickReason.OPERATOR) this._fatal('kicked', this._lastError.message);
         return;
       case 'error':
         this._lastError = { code: f.code, message: f.message || f.code };
@@ -542,6 +546,7 @@ function kickedText(reason) {
   if (reason === KickReason.SHUTDOWN) return 'The server is restarting';
   if (reason === KickReason.NODE_DRAINING) return 'Moving you to another server';
   if (reason === KickReason.LOGOUT) return 'Signed out';
+  if (reason === KickReason.OPERATOR) return 'An operator of this server ended your session.';
   return `The server ended this session (${reason})`;
 }
 

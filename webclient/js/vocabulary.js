@@ -17,6 +17,7 @@ export const CloseCode = Object.freeze({
   RECONNECT_INVALID: 4004,
   IDLE_TIMEOUT: 4008,
   SESSION_REPLACED: 4009,
+  KICKED_BY_OPERATOR: 4010,
   TOO_MANY: 4029,
 });
 
@@ -47,6 +48,7 @@ export const KickReason = Object.freeze({
   SHUTDOWN: "shutdown",
   LOGOUT: "logout",
   NODE_DRAINING: "node_draining",
+  OPERATOR: "operator",
 });
 
 // `reject.code` values.
@@ -86,6 +88,7 @@ export const SystemEventKind = Object.freeze({
   IN_VIEW: "in_view",
   OUT_OF_VIEW: "out_of_view",
   ITEM_SPAWNED: "item_spawned",
+  ANNOUNCEMENT: "announcement",
 });
 
 export const SYSTEM_EVENT_KINDS = Object.freeze(Object.values(SystemEventKind));

@@ -127,6 +127,9 @@ export class World extends EventTarget {
       if (p.item_id) this.items.set(p.item_id, { id: p.item_id, kind: p.item_kind || 'item', x: p.x, y: p.y });
       return null;
     }
+    if (p.kind === SystemEventKind.ANNOUNCEMENT) { // an operator's message to the whole zone
+      return typeof p.text === 'string' ? { kind: 'alert', text: `Announcement: ${p.text}` } : null;
+    }
     const isSelf = ev.characterId === this.selfId;
     const who = isSelf ? 'You' : name;
     const actor = ensureActor();
