@@ -298,6 +298,20 @@ def test_dev_login_is_rate_limited_with_retry_after(start_server: Callable[..., 
     assert dev_login(**{"X-Forwarded-For": "198.51.100.8"})[0] == 200
 
 
+def test_console_sign_in_is_rate_limited(start_server: Callable[..., LiveServer]) -> None:
+    """Guessing the admin token at the console's sign-in costs what guessing a login does."""
+    server = start_server(admin_token="s3cret-token", auth={"login_rate_per_minute": 1, "login_burst": 2})
+
+    def sign_in(token: str) -> tuple[int, dict[str, str], bytes]:
+        return request(server.url + "/debug/sign-in", "POST",
+                       {"Content-Type": "application/x-www-form-urlencoded"}, f"token={token}".encode())
+
+    assert [sign_in("wrong")[0] for _ in range(2)] == [401, 401]
+    status, headers, body = sign_in("s3cret-token")  # even the right token waits its turn
+    assert status == 429 and int(headers["Retry-After"]) >= 1, (status, headers)
+    assert b"too many sign-ins" in body
+
+
 # ---------------------------------------------------------------- the plain HTTP cap
 
 

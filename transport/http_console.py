@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,15 @@ class SignInHandler(_NodeHandler):
     cookie and goes to ``/debug/``; a wrong one gets 401. The way in, so not itself guarded."""
 
     def post(self) -> None:
-        """Check the token (constant time), set the cookie, redirect."""
+        """Check the token (constant time), set the cookie, redirect; 429 past the login rate
+        limit of the client's address (guessing the token costs what guessing a login does)."""
         self.set_header("Cache-Control", "no-store")
+        if (wait := self.node.login_gate.wait_s(self.request)) > 0:
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            self.set_header("Content-Type", _TYPES[".html"])
+            self.finish(_SIGN_IN.format(message=f"too many sign-ins from your address; try again in {math.ceil(wait)} s"))
+            return
         given = self.get_body_argument("token", "").strip()
         token = self.node.settings.admin_token
         if not token or not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
