@@ -5,10 +5,11 @@ says in its event and does to others. Pure: no actor, no I/O.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from actors import rules
 from actors.messages import ApplyEffect, DeliverEffect
@@ -99,8 +100,10 @@ def profile(state: rules.CharacterState, display_name: str) -> dict[str, Any]:
 def event_row(work: Work, user_id: str) -> EventRow:
     """The durable log row of ``work``."""
     payload = work.payload if work.stored is None else work.stored
+    # orjson: json.dumps with arguments builds a new encoder per call (a jsonb column, so
+    # the spelling of the text does not matter, only its value).
     return EventRow(work.action_id, user_id, work.state.character_id, work.seq, work.action_type,
-                    json.dumps(payload, separators=(",", ":")))
+                    orjson.dumps(payload).decode())
 
 
 def character_write(
