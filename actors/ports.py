@@ -33,6 +33,9 @@ class FrameCodec(Protocol):
 class Connection(Protocol):
     """One client socket, usable from any thread; calls return at once."""
 
+    last_heartbeat_at: float
+    """Wall time of the client's last ping (the transport stamps it; no message per ping)."""
+
     def send(self, frame_json: str) -> None:
         """Queue a frame for writing (dropped if the socket is closed)."""
 

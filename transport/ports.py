@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from config.settings import Settings
 from transport.auth import TokenVerifier
+from transport.liveness import LivenessWheel
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
 
@@ -25,6 +26,7 @@ class NodePort(Protocol):
     stop_requested: asyncio.Event  # the process should exit (after POST /admin/drain)
     directory: SessionDirectory | None
     broken: list[str]  # shared parts that died: no new session can start
+    liveness: LivenessWheel  # the sockets' deadlines (hello, idle, token expiry)
 
     def register_socket(self, socket: Any) -> bool:
         """Count an open socket; False when the server is at its connection cap."""
