@@ -184,3 +184,80 @@ def test_many_logins_and_logouts_each_leave_their_audit_row(live_server: Any) ->
                     ids)[0][0] == len(ids)
 
     run(scenario())
+
+
+# ------------------------------------------------------------------ one IOLoop wake-up for many sockets
+
+
+class _Handler:
+    """A socket handler stand-in: records what the IOLoop writes."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def write_frames(self, out: Any) -> None:
+        while out:
+            self.frames.append(out.popleft())
+
+
+def test_outbox_delivers_every_frame_in_order_with_few_wakeups() -> None:
+    """4 threads send 200 frames each to each of 50 sockets: every socket gets all 800, each
+    thread's in order, and the IOLoop is woken far fewer times than there were sends."""
+    import threading
+
+    from tornado.ioloop import IOLoop
+
+    from transport.ws_out import SocketConnection, _outbox_of
+
+    started = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def loop_thread() -> None:
+        loop = IOLoop()
+        loop.make_current()
+        holder["loop"] = loop
+        started.set()
+        loop.start()
+
+    t = threading.Thread(target=loop_thread, daemon=True)
+    t.start()
+    assert started.wait(5)
+    loop = holder["loop"]
+    wakeups = [0]
+    real_add_callback = loop.add_callback
+
+    class CountingLoop:
+        def add_callback(self, *args: Any) -> None:
+            wakeups[0] += 1
+            real_add_callback(*args)
+
+    made = threading.Event()
+
+    def make() -> None:
+        holder["conns"] = [SocketConnection(_Handler()) for _ in range(50)]
+        _outbox_of(loop).loop = CountingLoop()
+        made.set()
+
+    loop.add_callback(make)
+    assert made.wait(5)
+    conns = holder["conns"]
+
+    def sender(k: int) -> None:
+        for i in range(200):
+            for c in conns:
+                c.send(f"{k}:{i}")
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    deadline = time.monotonic() + 10
+    while any(len(c.handler.frames) < 800 for c in conns) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop.add_callback(loop.stop)
+    for c in conns:
+        assert len(c.handler.frames) == 800
+        for k in range(4):
+            assert [f for f in c.handler.frames if f.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(200)]
+    assert wakeups[0] < 4 * 200 * 50 / 10, wakeups[0]

@@ -7,7 +7,6 @@ import logging
 import struct
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -50,16 +49,13 @@ class _Outbox:
                 log.exception("writing to a socket failed")
 
 
-_outboxes: weakref.WeakKeyDictionary[IOLoop, _Outbox] = weakref.WeakKeyDictionary()
-_outboxes_lock = threading.Lock()
-
-
 def _outbox_of(loop: IOLoop) -> _Outbox:
-    with _outboxes_lock:
-        box = _outboxes.get(loop)
-        if box is None:
-            box = _outboxes[loop] = _Outbox(loop)
-        return box
+    """The outbox of ``loop`` (IOLoop thread: where sockets open), made on first use."""
+    box = getattr(loop, "_tilehall_outbox", None)
+    if box is None:
+        box = _Outbox(loop)
+        loop._tilehall_outbox = box  # type: ignore[attr-defined]  # lives and dies with its loop
+    return box
 
 
 class SocketConnection:
