@@ -261,3 +261,32 @@ def test_outbox_delivers_every_frame_in_order_with_few_wakeups() -> None:
         for k in range(4):
             assert [f for f in c.handler.frames if f.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(200)]
     assert wakeups[0] < 4 * 200 * 50 / 10, wakeups[0]
+
+
+# ------------------------------------------------------------------ a scrape with many sessions
+
+
+def test_published_snapshots_of_many_actors_take_linear_time() -> None:
+    """The /metrics scrape reads every session's published status on the IOLoop: for 6,000
+    actors it must take milliseconds, not the seconds a registry scan per actor took (O(n²));
+    a stopped actor publishes nothing."""
+    from pykka import ActorRegistry
+
+    from actors.base import TilehallActor, published_snapshot
+
+    class Idle(TilehallActor):
+        pass
+
+    refs = [Idle.start() for _ in range(6000)]
+    try:
+        started = time.perf_counter()
+        snaps = [published_snapshot(r) for r in refs]
+        elapsed = time.perf_counter() - started
+        assert all(s is not None and s["urn"] == r.actor_urn for s, r in zip(snaps, refs, strict=True))
+        assert elapsed < 1.0, f"{elapsed:.2f} s for {len(refs)} snapshots"
+        refs[0].stop()
+        assert published_snapshot(refs[0]) is None
+    finally:
+        for r in refs:
+            r.stop(block=False)
+        ActorRegistry.stop_all(timeout=10)
