@@ -188,10 +188,18 @@ class StorageActor(DedicatedThreadActor):
         if not tell_if_alive(msg.reply_to, answer):
             log.info("lookup of seq %s of character %s: the asker has stopped", msg.seq, msg.character_id)
 
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch; then, after any message but a Persist, commit the works buffered if nothing
+        else waits (their Persist saw this message waiting and left the commit to a later turn)."""
+        result = super().on_receive(message)
+        if self._buffer and type(message) is not Persist and self._inbox_empty():
+            self._commit_buffer()  # the audit rows follow the acks' batch
+        return result
+
     def on_AuditSession(self, msg: AuditSession) -> None:
         """Buffer a session_audit change; written in batches (:mod:`actors.storage_audit`)."""
         self._audits.add(msg)
-        if self._audits.full() or self._inbox_empty():
+        if self._audits.full() or (self._inbox_empty() and not self._buffer):
             self._flush_audits()
         elif self._audit_timer is None:
             self._audit_timer = tell_later(AUDIT_FLUSH_S, self.actor_ref, FlushAudits())
@@ -211,16 +219,8 @@ class StorageActor(DedicatedThreadActor):
 
     def describe(self) -> dict[str, Any]:
         """Batch counters for /debug/actors."""
-        return {
-            "batches": self.batches,
-            "rows": self.rows,
-            "last_batch_size": self.last_batch_size,
-            "failures": self.failures,
-            "max_batch": self.max_batch,
-            "parked": self.parked,
-            "failing_since": self.failing_since,
-            "audit_pending": len(self._audits),
-        }
+        fields = ("batches", "rows", "last_batch_size", "failures", "max_batch", "parked", "failing_since")
+        return {name: getattr(self, name) for name in fields} | {"audit_pending": len(self._audits)}
 
     # ---------------------------------------------------------------- the group commit
 

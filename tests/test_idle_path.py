@@ -16,11 +16,20 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import redis
+from test_ownership_storage import (  # noqa: F401 - url and storage are fixtures
+    COMMIT_TIMEOUT_S,
+    event,
+    new_character,
+    storage,
+    stored_seqs,
+    url,
+    write,
+)
 from test_sessions import closed_with, new_user, rows, run, token, wait_rows
 from waiting import async_wait_until
 from wsclient import is_type, login
 
-from actors.messages import AuditSession
+from actors.messages import AuditSession, Persist, Persisted
 from actors.storage_audit import AuditBuffer
 from storage.redis.leases import REFRESH_CHUNK, Holder, SessionLeases
 from transport.liveness import LivenessWheel
@@ -296,3 +305,26 @@ def test_published_snapshots_of_many_actors_take_linear_time() -> None:
         for r in refs:
             r.stop(block=False)
         ActorRegistry.stop_all(timeout=10)
+
+
+# ------------------------------------------------------------------ a Persist behind an audit row
+
+
+def test_a_persist_followed_by_audit_messages_still_commits(url: str, storage: Any) -> None:  # noqa: F811
+    """The StorageActor commits when its inbox is empty after a Persist; when the message after
+    it is an audit change (or the audit timer), that message's turn must commit the work: with
+    the pool held the actor waits, a Persist and an audit change queue up behind, and once the
+    pool is free the work is answered Persisted within the commit timeout and stored."""
+    ref, actor, replies, _ = storage
+    cid = new_character(url)
+    held = [actor.pool.getconn(timeout=5) for _ in range(actor.pool.max_size)]
+    try:
+        ref.tell(AuditSession(str(uuid.uuid4()), "u-audit", None, "1.0", "n"))  # waits for a connection
+        ref.tell(Persist(1, (event(cid, 1),), write(cid, 1, 0), replies.ref))
+        ref.tell(AuditSession(str(uuid.uuid4()), "u-audit", None, "1.0", "n"))
+        time.sleep(0.2)  # let the first audit change start waiting (the order is fixed by the inbox)
+    finally:
+        for conn in held:
+            actor.pool.putconn(conn)
+    assert isinstance(replies.answer(1, timeout=COMMIT_TIMEOUT_S * 3), Persisted)
+    assert stored_seqs(url, cid) == [1]
