@@ -230,8 +230,10 @@ def published_snapshot(ref: pykka.ActorRef) -> dict[str, Any] | None:
     :meth:`~_TypedIntrospectedActor.actor_snapshot` (class, urn, ``status`` — the
     ``debug_status`` the actor rebinds on its own thread —, inbox depth, ...). None once the
     actor has left the registry. Safe from any thread (the /metrics scrape calls it on the
-    IOLoop); the caller never touches the actor object itself."""
-    return _published(ActorRegistry.get_by_urn(ref.actor_urn))
+    IOLoop); the caller never touches the actor object itself. O(1): the registry's own
+    lookup scans every actor, which made one scrape with 5,400 sessions O(n²), seconds of
+    IOLoop."""
+    return _published(ref) if ref.is_alive() else None
 
 
 def published_detail(urn: str) -> dict[str, Any] | None:

@@ -43,13 +43,6 @@ class MalformedAction:
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """The client sent ``ping`` at ``at`` (epoch seconds)."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     """The socket of ``connection`` closed without a logout: keep the session for a while."""
 

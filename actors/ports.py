@@ -38,6 +38,9 @@ class Connection(Protocol):
 
     features: frozenset[str]
 
+    last_heartbeat_at: float
+    """Wall time of the client's last ping (the transport stamps it; no message per ping)."""
+
     def send(self, frame_json: str) -> None:
         """Queue a frame for writing (dropped if the socket is closed)."""
 

@@ -26,7 +26,6 @@ from actors.messages import (
     ClientAction,
     ConnectionLost,
     DetachSession,
-    Heartbeat,
     Kick,
     Logout,
     MalformedAction,
@@ -100,7 +99,7 @@ class SessionActor(SessionEvents, SessionMoves, TilehallActor):
         self.node_id = node_id
         self.status = CONNECTING
         self.last_action_seq = 0  # the highest seq answered or in flight
-        self.last_heartbeat_at = time.time()
+        self.last_heartbeat_at = time.time()  # the socket's stamp (a ping is no message) once it is gone
         self.reconnect_attempts = 0
         self._resumes: deque[float] = deque()
         self._drops = 0
@@ -231,9 +230,6 @@ class SessionActor(SessionEvents, SessionMoves, TilehallActor):
         if len(self.answers) > _ANSWERS_KEPT:
             self.answers.popitem(last=False)
 
-    def on_Heartbeat(self, msg: Heartbeat) -> None:
-        """The client is alive."""
-        self.last_heartbeat_at = msg.at
 
     # ---------------------------------------------------------------- drops and resumes
 
@@ -241,6 +237,7 @@ class SessionActor(SessionEvents, SessionMoves, TilehallActor):
         """The socket closed without a logout: wait for a resume for the reconnect window."""
         if msg.connection is not self.connection or self.status == TERMINATING:
             return
+        self.last_heartbeat_at = getattr(msg.connection, "last_heartbeat_at", self.last_heartbeat_at)
         self.connection = None
         if self._parking:  # on its way to another node: the client resumes there
             return
@@ -372,7 +369,7 @@ class SessionActor(SessionEvents, SessionMoves, TilehallActor):
             "character_id": self.character_id,
             "status": self.status,
             "last_action_seq": self.last_action_seq,
-            "last_heartbeat_at": self.last_heartbeat_at,
+            "last_heartbeat_at": getattr(self.connection, "last_heartbeat_at", self.last_heartbeat_at),
             "protocol_version": self.protocol_version,
             "reconnect_attempts": self.reconnect_attempts,
             "event_seq": self.event_seq,

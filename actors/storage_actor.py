@@ -39,6 +39,7 @@ from actors.messages import (
     PersistFailed,
     StoredAnswer,
 )
+from actors.storage_audit import AUDIT_FLUSH_S, AUDIT_RETRY_S, AuditBuffer, FlushAudits
 from actors.storage_faults import ChainBreaks, ParkedWorks, character_of, work_key
 from actors.timers import TimerHandle, tell_later
 from actors.vocabulary import RejectCode
@@ -54,7 +55,6 @@ from storage.postgres.actions import (
     commit_batch,
     find_action,
 )
-from storage.postgres.audit import close_audit, open_audit
 from storage.postgres.db import can_write
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class StorageActor(DedicatedThreadActor):
         self._parked = ParkedWorks()
         self._retry_timer: TimerHandle | None = None
         self._breaks = ChainBreaks()
+        self._audits = AuditBuffer(self.max_batch)
+        self._audit_timer: TimerHandle | None = None
         self.failing_since: float | None = None
         """Monotonic time of the first failed commit since the last success (None: committing
         fine). Rebound only by the actor's thread; read by /readyz from any thread."""
@@ -186,35 +188,39 @@ class StorageActor(DedicatedThreadActor):
         if not tell_if_alive(msg.reply_to, answer):
             log.info("lookup of seq %s of character %s: the asker has stopped", msg.seq, msg.character_id)
 
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch; then, after any message but a Persist, commit the works buffered if nothing
+        else waits (their Persist saw this message waiting and left the commit to a later turn)."""
+        result = super().on_receive(message)
+        if self._buffer and type(message) is not Persist and self._inbox_empty():
+            self._commit_buffer()  # the audit rows follow the acks' batch
+        return result
+
     def on_AuditSession(self, msg: AuditSession) -> None:
-        """Insert the session_audit row at start; close it at the end."""
-        try:
-            with self.pool.connection(timeout=self.commit_timeout_s) as conn:
-                if not msg.ended:
-                    open_audit(
-                        conn, session_id=msg.session_id, user_id=msg.user_id,
-                        character_id=msg.character_id, protocol_version=msg.protocol_version,
-                        node_id=msg.node_id, last_action_seq=msg.last_action_seq,
-                    )
-                else:
-                    close_audit(
-                        conn, session_id=msg.session_id, end_reason=msg.end_reason,
-                        reconnects=msg.reconnects, last_action_seq=msg.last_action_seq,
-                    )
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            log.warning("session audit for %s not written: %s", msg.session_id, exc)
+        """Buffer a session_audit change; written in batches (:mod:`actors.storage_audit`)."""
+        self._audits.add(msg)
+        if self._audits.full() or (self._inbox_empty() and not self._buffer):
+            self._flush_audits()
+        elif self._audit_timer is None:
+            self._audit_timer = tell_later(AUDIT_FLUSH_S, self.actor_ref, FlushAudits())
+
+    def on_FlushAudits(self, msg: FlushAudits) -> None:
+        """Timer: write the buffered audit rows (or try again, while PostgreSQL fails)."""
+        self._audit_timer = None
+        self._flush_audits()
+
+    def _flush_audits(self) -> None:
+        if self._audits and not self._audits.flush(self.pool, self.commit_timeout_s) and self._audit_timer is None:
+            self._audit_timer = tell_later(AUDIT_RETRY_S, self.actor_ref, FlushAudits())
+
+    def on_stop(self) -> None:
+        """Stopping: the buffered audit rows get one last try."""
+        self._flush_audits()
 
     def describe(self) -> dict[str, Any]:
         """Batch counters for /debug/actors."""
-        return {
-            "batches": self.batches,
-            "rows": self.rows,
-            "last_batch_size": self.last_batch_size,
-            "failures": self.failures,
-            "max_batch": self.max_batch,
-            "parked": self.parked,
-            "failing_since": self.failing_since,
-        }
+        fields = ("batches", "rows", "last_batch_size", "failures", "max_batch", "parked", "failing_since")
+        return {name: getattr(self, name) for name in fields} | {"audit_pending": len(self._audits)}
 
     # ---------------------------------------------------------------- the group commit
 
@@ -248,6 +254,7 @@ class StorageActor(DedicatedThreadActor):
         self.parked = len(self._parked)
         if self._parked and self._retry_timer is None:
             self._retry_timer = tell_later(RETRY_PARKED_S, self.actor_ref, RetryParked())
+        self._flush_audits()  # after the acks' batch: an audit never delays one
 
     def _run_batch(self, works: list[Persist], deadlines: dict[int, float], failed: dict) -> None:
         started = time.monotonic()

@@ -406,14 +406,20 @@ async def login_all(players: list[Player], urls: list[str], concurrency: int = 3
 
 async def heartbeat(players: list[Player], stats: Stats, interval_s: float) -> None:
     """Ping every logged-in player once per ``interval_s``, spread evenly over the interval
-    (start it before the logins: a player must ping while the others are still logging in)."""
+    (start it before the logins: a player must ping while the others are still logging in).
+    The pings due are counted from the clock, not from ticks: when this process's loop lags
+    (5,000 sockets on a busy machine) a tick comes late and sends the pings it owes, so no
+    player goes quiet past the server's idle timeout because the load generator fell behind."""
     if not players:
         return
+    loop = asyncio.get_running_loop()
     tick = 0.05
-    per_tick = max(1, round(len(players) * tick / interval_s))
+    per_second = len(players) / interval_s
+    start = loop.time()
     i = 0
     while stats.running:
-        for _ in range(per_tick):
+        due = int((loop.time() - start) * per_second)
+        while i < due:
             players[i % len(players)].ping()
             i += 1
         await asyncio.sleep(tick)

@@ -45,6 +45,7 @@ from transport.cluster import Cluster
 from transport.codec import CODEC
 from transport.console_summary import NodeConsole
 from transport.http_server import CappedHTTPServer, listen
+from transport.liveness import LivenessWheel
 from transport.login_limit import LoginGate
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
@@ -66,6 +67,7 @@ class Node:
         self.port: int | None = None
         self._maintenance: PeriodicCallback | None = None
         self._liveness: PeriodicCallback | None = None
+        self.liveness = LivenessWheel()  # the sockets' deadlines, swept every second
         self._lease_timer: PeriodicCallback | None = None
         self.cluster: Cluster | None = None
         self.directory: SessionDirectory | None = None
@@ -225,19 +227,19 @@ class Node:
         if self.stopping or len(self.sockets) >= self.settings.server.max_connections:
             return False
         self.sockets.add(socket)
+        self.liveness.watch(socket, time.monotonic())
         self.metrics.open_sockets.set(len(self.sockets))
         return True
 
     def unregister_socket(self, socket: Any) -> None:
         """Forget a closed socket."""
         self.sockets.discard(socket)
+        self.liveness.forget(socket)
         self.metrics.open_sockets.set(len(self.sockets))
 
     def _check_liveness(self) -> None:
         self.supervise()
-        now, wall = time.monotonic(), time.time()
-        for sock in list(self.sockets):
-            sock.check_liveness(now, wall)
+        self.liveness.sweep(time.monotonic(), time.time())
 
     # ---------------------------------------------------------------- supervision
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from config.settings import Settings
 from transport.auth import TokenVerifier
+from transport.liveness import LivenessWheel
 from transport.login_limit import LoginGate
 from transport.metrics import Metrics
 from transport.sessions import SessionDirectory
@@ -30,6 +31,7 @@ class NodePort(Protocol):
     console: Any  # transport.console_summary.NodeConsole: the node's summary for the console
     zone: Any  # the ZoneActor's ref (None before start)
     world: Any  # actors.world_map.WorldMap: the zone's map
+    liveness: LivenessWheel  # the sockets' deadlines (hello, idle, token expiry)
 
     def register_socket(self, socket: Any) -> bool:
         """Count an open socket; False when the server is at its connection cap."""

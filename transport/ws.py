@@ -25,7 +25,6 @@ from actors.base import tell_if_alive
 from actors.messages import (
     ClientAction,
     ConnectionLost,
-    Heartbeat,
     Kick,
     Logout,
     MalformedAction,
@@ -139,9 +138,10 @@ class GameSocket(tornado.websocket.WebSocketHandler):
                 self._tell(
                     ClientAction(frame.seq, frame.action_type, frame.payload.model_dump(), time.perf_counter())
                 )
-            elif kind == "ping":
-                self.write_frame(pong_json(frame.t, int(time.time() * 1000)))
-                self._tell(Heartbeat(time.time()))
+            elif kind == "ping":  # liveness is last_frame_at: no actor needs to hear of it
+                wall = time.time()
+                self.conn.last_heartbeat_at = wall
+                self.conn.send_now(pong_json(frame.t, int(wall * 1000)))
             elif kind == "reauth":
                 IOLoop.current().spawn_callback(self._reauth, frame)
             elif kind == "logout":
@@ -280,18 +280,29 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             return
         self.node.metrics.reauths.labels("accepted").inc()
         self.identity = identity
+        self.node.liveness.watch(self, time.monotonic())  # its expiry may have moved: look again
 
     # ---------------------------------------------------------------- liveness (node timer)
 
-    def check_liveness(self, now: float, wall: float) -> None:
-        """Close a socket that never said hello, went idle, or whose token expired."""
+    def check_liveness(self, now: float, wall: float) -> float | None:
+        """Close a socket that never said hello, went idle, or whose token expired; else
+        return when to look again (monotonic), for the node's :mod:`transport.liveness` wheel."""
         s = self.node.settings.session
-        if self.phase in ("hello", "authenticating") and now - self.opened_at > s.hello_timeout_s:
-            self.fail(CloseCode.IDLE_TIMEOUT, ErrorCode.IDLE_TIMEOUT, f"no hello within {s.hello_timeout_s:g} s")
-        elif self.phase == "session" and now - self.last_frame_at > s.idle_timeout_s:
+        if self.phase in ("hello", "authenticating"):
+            if now - self.opened_at > s.hello_timeout_s:
+                self.fail(CloseCode.IDLE_TIMEOUT, ErrorCode.IDLE_TIMEOUT, f"no hello within {s.hello_timeout_s:g} s")
+                return None
+            return self.opened_at + s.hello_timeout_s
+        if self.phase != "session":
+            return None
+        if now - self.last_frame_at > s.idle_timeout_s:
             self._end_session(CloseCode.IDLE_TIMEOUT, ErrorCode.IDLE_TIMEOUT, f"nothing received for {s.idle_timeout_s:g} s")
-        elif self.phase == "session" and wall > self.identity.expires_at + self.node.settings.auth.leeway_s:
+            return None
+        expires_in = self.identity.expires_at + self.node.settings.auth.leeway_s - wall
+        if expires_in < 0:
             self._end_session(CloseCode.TOKEN_EXPIRED, ErrorCode.TOKEN_EXPIRED, "your login expired; log in again")
+            return None
+        return min(self.last_frame_at + s.idle_timeout_s, now + expires_in)
 
     def _end_session(self, code: int, err: str, message: str) -> None:
         """End the session (not just the socket): the player must log in again."""
@@ -322,6 +333,8 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             while out:
                 if not self.write_frame(out.popleft()):
                     out.clear()
+            return
+        if not out:
             return
         parts = []
         n = 0
