@@ -39,7 +39,7 @@ from transport.handover import SessionMoving
 from transport.ports import NodePort
 from transport.server_frames import server_frame_json
 from transport.ws_limits import CappedProtocol
-from transport.ws_out import SocketConnection, text_frame
+from transport.ws_out import SocketConnection, text_frame, write_now
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
         self.opened_at = time.monotonic()
         self.last_frame_at = self.opened_at
         self.bad_frames = 0
+        self._fast_path = False
         self._window_start = self.opened_at
         self._window_frames = 0
 
@@ -313,7 +314,14 @@ class GameSocket(tornado.websocket.WebSocketHandler):
     # ---------------------------------------------------------------- writing
 
     def fast_path(self) -> bool:
-        """True when frames can go straight to the stream (protocol 13, no compression)."""
+        """True when frames can go straight to the stream (protocol 13, no compression);
+        settled once per connection (the first True is kept: neither can change)."""
+        if self._fast_path:
+            return True
+        self._fast_path = self._fast_path_now()
+        return self._fast_path
+
+    def _fast_path_now(self) -> bool:
         ws = self.ws_connection
         # Private Tornado attributes: if a release renames them, fall back to write_message.
         return (isinstance(ws, tornado.websocket.WebSocketProtocol13)
@@ -342,7 +350,7 @@ class GameSocket(tornado.websocket.WebSocketHandler):
             parts.append(text_frame(out.popleft().encode("utf-8")))
             n += 1
         try:
-            ws.stream.write(b"".join(parts))
+            write_now(ws.stream, b"".join(parts))
         except (tornado.iostream.StreamClosedError, tornado.iostream.StreamBufferFullError):
             self.close(CloseCode.POLICY, "client is not reading")
             return

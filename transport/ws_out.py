@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import tornado.iostream
 from tornado.ioloop import IOLoop
 
 from actors.vocabulary import Feature
@@ -123,6 +124,28 @@ class SocketConnection:
     def _close(self, code: int, frame_json: str | None) -> None:
         self._flush()
         self.handler.close_with(code, frame_json)
+
+
+def write_now(stream: tornado.iostream.BaseIOStream, data: bytes) -> None:
+    """Write ``data`` to ``stream``: straight to the socket when nothing is pending in the
+    stream's buffer, the rest (if the socket took only part) through ``stream.write``.
+
+    ``IOStream.write`` costs a Future, a buffer append, peek and advance and a done callback
+    per call, more than the ``send`` itself (docs/perf.md); with an empty buffer nothing can be
+    overtaken, so one ``send`` is the same bytes in the same order. Anything unusual (a TLS or
+    connecting stream, pending bytes, an error) goes Tornado's way, which also handles the
+    error: a reset socket closes the stream there, ``StreamClosedError`` is raised as before.
+    """
+    sent = 0
+    if (type(stream) is tornado.iostream.IOStream and not stream._write_buffer
+            and not stream._connecting and not stream.closed()):
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # EAGAIN, or an error the stream must see: its write meets it again
+            sent = 0
+        if sent == len(data):
+            return
+    stream.write(memoryview(data)[sent:] if sent else data)
 
 
 def text_frame(payload: bytes) -> bytes:
