@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -102,11 +101,9 @@ class SignInHandler(_NodeHandler):
         """Check the token (constant time), set the cookie, redirect; 429 past the login rate
         limit of the client's address (guessing the token costs what guessing a login does)."""
         self.set_header("Cache-Control", "no-store")
-        if (wait := self.node.login_gate.wait_s(self.request)) > 0:
-            self.set_status(429)
-            self.set_header("Retry-After", str(math.ceil(wait)))
+        if (refused := self.node.login_gate.refuse_http(self, "sign-ins")) is not None:
             self.set_header("Content-Type", _TYPES[".html"])
-            self.finish(_SIGN_IN.format(message=f"too many sign-ins from your address; try again in {math.ceil(wait)} s"))
+            self.finish(_SIGN_IN.format(message=refused))
             return
         given = self.get_body_argument("token", "").strip()
         token = self.node.settings.admin_token

@@ -4,7 +4,6 @@ files, the Tiled maps, and the dev-mode login endpoint."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -49,11 +48,8 @@ class DevLoginHandler(tornado.web.RequestHandler):
 
     def post(self) -> None:
         node = self.node
-        if (wait := node.login_gate.wait_s(self.request)) > 0:
-            self.set_status(429)
-            self.set_header("Retry-After", str(math.ceil(wait)))
-            self.finish({"error": ErrorCode.RATE_LIMITED.value,
-                         "message": f"too many logins from your address; try again in {math.ceil(wait)} s"})
+        if (refused := node.login_gate.refuse_http(self)) is not None:
+            self.finish({"error": ErrorCode.RATE_LIMITED.value, "message": refused})
             return
         try:
             body = json.loads(self.request.body or b"{}")

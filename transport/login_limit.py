@@ -1,5 +1,6 @@
 """The login rate limit: a token bucket per client address (``auth.login_rate_per_minute``,
-``auth.login_burst``), for WebSocket ``hello`` logins and ``POST /auth/dev-login``.
+``auth.login_burst``), for WebSocket ``hello`` logins, ``POST /auth/dev-login`` and the
+console's ``POST /debug/sign-in``.
 
 One node's own count (in memory, IOLoop thread only): behind a balancer each node limits what
 reaches it. The table is bounded: past ``MAX_ADDRESSES`` addresses, the ones whose bucket has
@@ -9,10 +10,12 @@ refilled are forgotten (they are indistinguishable from new ones). IPv6 clients 
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable
 
 import tornado.httputil
+import tornado.web
 
 from config.settings import Settings
 from transport.peers import client_address, trusted_networks
@@ -77,3 +80,23 @@ class LoginGate:
     def wait_s(self, request: tornado.httputil.HTTPServerRequest) -> float:
         """0.0 when this request's client may log in now (counted), else seconds to wait."""
         return self.limiter.allow(client_address(request, self.trusted))
+
+    def refusal(self, request: tornado.httputil.HTTPServerRequest, what: str = "logins") -> str | None:
+        """None when this request's client may log in now (counted); else what to tell it."""
+        wait = self.wait_s(request)
+        return None if wait <= 0 else _too_many(what, math.ceil(wait))
+
+    def refuse_http(self, handler: tornado.web.RequestHandler, what: str = "logins") -> str | None:
+        """:meth:`refusal` for an HTTP login: when refused, the handler's status is 429 with
+        ``Retry-After`` set, and the message is returned for the handler's own body."""
+        wait = self.wait_s(handler.request)
+        if wait <= 0:
+            return None
+        seconds = math.ceil(wait)
+        handler.set_status(429)
+        handler.set_header("Retry-After", str(seconds))
+        return _too_many(what, seconds)
+
+
+def _too_many(what: str, seconds: int) -> str:
+    return f"too many {what} from your address; try again in {seconds} s"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import deque
 from typing import Any
@@ -196,9 +195,8 @@ class GameSocket(tornado.websocket.WebSocketHandler):
 
     async def _hello(self, frame: Any) -> None:
         self.node.metrics.connect_attempts.inc()
-        if (wait := self.node.login_gate.wait_s(self.request)) > 0:
-            self.fail(CloseCode.TOO_MANY, ErrorCode.RATE_LIMITED,
-                      f"too many logins from your address; try again in {math.ceil(wait)} s")
+        if (refused := self.node.login_gate.refusal(self.request)) is not None:
+            self.fail(CloseCode.TOO_MANY, ErrorCode.RATE_LIMITED, refused)
             return
         self.conn.use_features(frame.features)
         identity = await self._authenticate(frame)
